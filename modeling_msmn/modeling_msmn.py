@@ -1,0 +1,422 @@
+"""MSMN: Multiple Synonyms Matching Network for automatic ICD coding (Yuan, Tan & Huang, ACL 2022).
+
+Data flow, top to bottom (spec `msmn.md` §3–6):
+    text encoder (embedding → BiLSTM → projection)      note_states     (B, N, d)
+    synonym encoding (same encoder over code terms)     synonym_vectors (C, M, d)
+    multi-synonym attention (one head per synonym)      code_representations (B, C, d)
+    score (code-conditioned, class-independent)         logits (B, C)
+    loss (mean binary cross-entropy)
+
+B notes, N tokens, C codes, M synonyms per code (= attention heads), d hidden size.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.utils import ModelOutput
+
+from .configuration_msmn import MSMNConfig
+
+
+class MSMNBiLSTM(nn.Module):
+    """Bidirectional LSTM with packed-sequence semantics, built from padded unidirectional LSTMs.
+
+    The backward direction starts at each sequence's last real token and padding positions output
+    zeros, as with `pack_padded_sequence`, whose CPU backward is quadratic in N (spec §3). Each
+    direction of each layer is one `nn.LSTM`; the backward one reads every sequence reversed within
+    its own length.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int, dropout: float):
+        super().__init__()
+        layer_inputs = [input_size] + [2 * hidden_size] * (num_layers - 1)
+        self.forward_layers = nn.ModuleList(nn.LSTM(size, hidden_size, batch_first=True) for size in layer_inputs)
+        self.backward_layers = nn.ModuleList(nn.LSTM(size, hidden_size, batch_first=True) for size in layer_inputs)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, inputs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # inputs: (B, N, input_size); lengths: (B,) ≥ 1 → (B, N, 2·hidden_size), zeros at padding
+        positions = torch.arange(inputs.shape[1], device=inputs.device)
+        is_real = positions < lengths[:, None]  # (B, N)
+        # Position t of a sequence of length L reads position L−1−t; padding stays in place.
+        reversed_positions = torch.where(is_real, lengths[:, None] - 1 - positions, positions)
+
+        def reverse_in_length(states):
+            return states.gather(1, reversed_positions[..., None].expand_as(states))
+
+        states = inputs
+        for layer, (forward_lstm, backward_lstm) in enumerate(zip(self.forward_layers, self.backward_layers)):
+            if layer > 0:
+                states = self.dropout(states)
+            forward_states, _ = forward_lstm(states)
+            backward_states, _ = backward_lstm(reverse_in_length(states))
+            states = torch.cat([forward_states, reverse_in_length(backward_states)], dim=-1)
+            states = states * is_real[..., None]
+        return states
+
+
+class MSMNTextEncoder(nn.Module):
+    """Embedding → dropout → BiLSTM → Linear(R, d) when R ≠ d; shared by notes and code terms."""
+
+    def __init__(self, config: MSMNConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=config.pad_token_id)
+        self.embedding_dropout = nn.Dropout(config.embedding_dropout)
+        self.lstm = MSMNBiLSTM(
+            config.embedding_dim,
+            config.rnn_dim // 2,
+            config.num_lstm_layers,
+            config.lstm_dropout if config.num_lstm_layers > 1 else 0.0,
+        )
+        self.output_projection = (
+            nn.Linear(config.rnn_dim, config.hidden_size) if config.rnn_dim != config.hidden_size else None
+        )
+
+    def forward(self, input_ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        # input_ids: (B, N), lengths: (B,) → (B, N, d)
+        embeddings = self.embedding_dropout(self.word_embeddings(input_ids))
+        states = self.lstm(embeddings, lengths)
+        if self.output_projection is not None:
+            states = self.output_projection(states)  # padding positions get the bias, as in the reference
+        return states
+
+
+def sequence_lengths(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Real tokens per row of a right-padded mask, at least 1 (the reference clamps 0 to 1)."""
+    lengths = attention_mask.sum(dim=1)
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    if not torch.equal(attention_mask.bool(), positions < lengths[:, None]):
+        raise ValueError(
+            "MSMN expects right-padded inputs: every attention_mask row must be ones then zeros. "
+            "Tokenize with padding_side='right' (the MSMN tokenizer's default)."
+        )
+    return lengths.clamp(min=1)
+
+
+class MSMNMultiSynonymAttention(nn.Module):
+    """Each code attends over the note once per synonym; the M results are max-pooled (spec §5).
+
+    Keys are the heads of Z = tanh(W_H H + b_H), queries the projected synonym vectors
+    U = W_Q Q + b_Q, values the full note states H. Computed in the "fold" layout: scores as
+    (B, M, C, N), softmax over the contiguous token axis, and the value product as one
+    (B, M·C, N) @ (B, N, d) matmul. When the score tensor would exceed
+    `config.attention_memory_budget_mb`, codes are processed in chunks, each under activation
+    checkpointing when gradients are needed, so memory stays bounded whatever C is.
+    """
+
+    def __init__(self, config: MSMNConfig):
+        super().__init__()
+        self.num_heads = config.num_synonyms
+        self.head_dim = config.hidden_size // config.num_synonyms
+        self.memory_budget_bytes = config.attention_memory_budget_mb * 2**20
+        self.note_projection = nn.Linear(config.hidden_size, config.hidden_size)  # W_H
+        self.synonym_projection = nn.Linear(config.hidden_size, self.head_dim)  # W_Q, shared by all synonyms
+        self.representation_dropout = nn.Dropout(config.representation_dropout)
+
+    def forward(
+        self, note_states: torch.Tensor, attention_mask: torch.Tensor, synonym_queries: torch.Tensor
+    ) -> torch.Tensor:
+        # note_states: (B, N, d); attention_mask: (B, N); synonym_queries: (C, M, d/M) → (B, C, d)
+        batch_size, num_tokens, _ = note_states.shape
+        num_codes = synonym_queries.shape[0]
+        note_keys = torch.tanh(self.note_projection(note_states))
+        note_keys = note_keys.view(batch_size, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
+        # note_keys: (B, M, N, d/M); queries: (M, C, d/M)
+        queries = synonym_queries.transpose(0, 1)
+        is_padding = ~attention_mask.bool()[:, None, None, :]  # (B, 1, 1, N)
+
+        def attend(queries_chunk: torch.Tensor) -> torch.Tensor:
+            # (M, c, d/M) → (B, c, d)
+            chunk_codes = queries_chunk.shape[1]
+            scores = torch.matmul(queries_chunk, note_keys.transpose(-1, -2))  # (B, M, c, N), no 1/√d
+            scores.masked_fill_(is_padding, torch.finfo(scores.dtype).min)
+            weights = torch.softmax(scores, dim=-1)
+            per_synonym = torch.bmm(weights.view(batch_size, -1, num_tokens), note_states)  # (B, M·c, d)
+            per_synonym = per_synonym.view(batch_size, self.num_heads, chunk_codes, -1)
+            return per_synonym.max(dim=1).values
+
+        score_bytes = batch_size * self.num_heads * num_tokens * note_states.element_size()
+        chunk_size = max(1, int(self.memory_budget_bytes // score_bytes))
+        if chunk_size >= num_codes:
+            code_representations = attend(queries)
+        else:
+            use_checkpoint = torch.is_grad_enabled() and (note_states.requires_grad or queries.requires_grad)
+            chunks = []
+            for queries_chunk in queries.split(chunk_size, dim=1):
+                if use_checkpoint:
+                    chunks.append(checkpoint(attend, queries_chunk, use_reentrant=False))
+                else:
+                    chunks.append(attend(queries_chunk))
+            code_representations = torch.cat(chunks, dim=1)
+        return self.representation_dropout(code_representations)
+
+
+@dataclass
+class MSMNCodeEncoding(ModelOutput):
+    """The note-independent side of MSMN, computed from the code terms.
+
+    synonym_vectors: (C, M, d) max-pooled encoder states of each code's M terms.
+    synonym_queries: (C, M, d/M) the attention queries W_Q Q + b_Q.
+    code_vectors: (C, d) max over the M synonym vectors: the code's representation q_c.
+    """
+
+    synonym_vectors: torch.Tensor | None = None
+    synonym_queries: torch.Tensor | None = None
+    code_vectors: torch.Tensor | None = None
+
+
+@dataclass
+class MSMNModelOutput(ModelOutput):
+    """note_states: (B, N, d); code_representations: (B, C, d) the per-code note representations v;
+    code_vectors: (C, d) the code representations q."""
+
+    note_states: torch.Tensor | None = None
+    code_representations: torch.Tensor | None = None
+    code_vectors: torch.Tensor | None = None
+
+
+class MSMNPreTrainedModel(PreTrainedModel):
+    config: MSMNConfig
+    config_class = MSMNConfig
+    base_model_prefix = "msmn"
+    main_input_name = "input_ids"
+    accepts_loss_kwargs = False
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        """PyTorch's default initialisation, except the embedding (N(0, 1), PAD row zero) and W_H
+        (xavier-uniform), as in the reference code. Word vectors are loaded after construction."""
+        if isinstance(module, nn.Embedding):
+            init.normal_(module.weight, mean=0.0, std=1.0)
+            if module.padding_idx is not None and not getattr(module.weight, "_is_hf_initialized", False):
+                init.zeros_(module.weight[module.padding_idx])
+        elif isinstance(module, nn.LSTM):
+            bound = 1.0 / math.sqrt(module.hidden_size)
+            for parameter in module.parameters():
+                init.uniform_(parameter, -bound, bound)
+        elif isinstance(module, nn.Linear):
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                bound = 1.0 / math.sqrt(module.in_features)
+                init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, MSMNMultiSynonymAttention):
+            init.xavier_uniform_(module.note_projection.weight)
+        elif isinstance(module, MSMNModel):
+            init.copy_(module.code_term_ids, module.config_term_ids())
+
+    def set_word_embeddings(self, vectors: torch.Tensor) -> None:
+        """Replaces the word embedding with `vectors` (vocab_size × embedding_dim), e.g. word2vec
+        rows in tokenizer order; the PAD row is set to zero."""
+        embedding = self.get_input_embeddings()
+        if tuple(vectors.shape) != tuple(embedding.weight.shape):
+            raise ValueError(
+                f"set_word_embeddings: vectors have shape {tuple(vectors.shape)}, the embedding needs "
+                f"{tuple(embedding.weight.shape)} (vocab_size × embedding_dim)."
+            )
+        with torch.no_grad():
+            embedding.weight.copy_(vectors)
+            embedding.weight[embedding.padding_idx].zero_()
+
+
+class MSMNModel(MSMNPreTrainedModel):
+    """Encoder, synonym encoder and multi-synonym attention: per-code note representations."""
+
+    def __init__(self, config: MSMNConfig):
+        super().__init__(config)
+        if not config.code_term_ids:
+            raise ValueError(
+                "MSMNConfig.code_term_ids is empty: an MSMN model needs the token ids of its code terms. "
+                "Build them with modeling_msmn.build_code_term_ids(tokenizer, codes, code_terms, num_synonyms)."
+            )
+        self.encoder = MSMNTextEncoder(config)
+        self.attention = MSMNMultiSynonymAttention(config)
+        # (C·M, term_length), code-major; persistent, so that it is saved with the weights.
+        self.register_buffer("code_term_ids", self.config_term_ids())
+        self._code_encoding_cache = None
+        self.post_init()
+
+    def config_term_ids(self) -> torch.Tensor:
+        return torch.tensor(self.config.code_term_ids, dtype=torch.long)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.encoder.word_embeddings
+
+    def set_input_embeddings(self, value: nn.Embedding):
+        self.encoder.word_embeddings = value
+
+    def encode_codes(self) -> MSMNCodeEncoding:
+        """Synonym vectors, attention queries and code vectors from the code terms (spec §4)."""
+        num_codes, num_synonyms = self.config.num_labels, self.config.num_synonyms
+        term_ids = self.code_term_ids
+        lengths = sequence_lengths(term_ids != self.config.pad_token_id)
+        term_states = self.encoder(term_ids, lengths)  # (C·M, T, d)
+        if self.config.mask_synonym_padding:
+            is_padding = torch.arange(term_ids.shape[1], device=term_ids.device) >= lengths[:, None]
+            term_states = term_states.masked_fill(is_padding[..., None], float("-inf"))
+        synonym_vectors = term_states.max(dim=1).values.view(num_codes, num_synonyms, -1)
+        return MSMNCodeEncoding(
+            synonym_vectors=synonym_vectors,
+            synonym_queries=self.attention.synonym_projection(synonym_vectors),
+            code_vectors=synonym_vectors.max(dim=1).values,
+        )
+
+    def code_encoding(self) -> MSMNCodeEncoding:
+        """`encode_codes()`, cached while the model evaluates without gradients.
+
+        The cache is keyed by the storage and version counter of every weight and buffer, so any
+        change of weights (an optimiser step, `load_state_dict`, `.to()`) recomputes it; switching
+        back to training drops it.
+        """
+        if self.training or torch.is_grad_enabled():
+            self._code_encoding_cache = None
+            return self.encode_codes()
+        key = tuple((tensor.data_ptr(), tensor._version) for tensor in (*self.parameters(), *self.buffers()))
+        if self._code_encoding_cache is None or self._code_encoding_cache[0] != key:
+            self._code_encoding_cache = (key, self.encode_codes())
+        return self._code_encoding_cache[1]
+
+    def train(self, mode: bool = True):
+        self._code_encoding_cache = None
+        return super().train(mode)
+
+    def set_codes(
+        self,
+        codes: list[str],
+        code_term_ids: list[list[int]],
+        code_terms: list[list[str]] | None = None,
+        code_descriptions: list[str] | None = None,
+    ) -> None:
+        """Replaces the code set: the model scores any code from its terms (class-independent score)."""
+        self.config.id2label = dict(enumerate(codes))
+        self.config.label2id = {code: index for index, code in enumerate(codes)}
+        self.config.code_term_ids = [list(map(int, row)) for row in code_term_ids]
+        self.config.code_terms = code_terms
+        self.config.code_descriptions = code_descriptions
+        self.config.validate_msmn()
+        self.code_term_ids = self.config_term_ids().to(self.code_term_ids.device)
+        self._code_encoding_cache = None
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        code_encoding: MSMNCodeEncoding | None = None,
+    ) -> MSMNModelOutput:
+        r"""
+        input_ids: (B, N) right-padded token ids of the notes.
+        attention_mask: (B, N) 1 on real tokens; by default, where input_ids is not the PAD id.
+        code_encoding: a precomputed `encode_codes()` to reuse (e.g. across the two R-Drop passes).
+        """
+        if input_ids.dim() != 2 or input_ids.shape[0] == 0:
+            raise ValueError(f"MSMN expects input_ids of shape (batch ≥ 1, tokens), got {tuple(input_ids.shape)}.")
+        if input_ids.shape[1] == 0:  # a batch of empty notes: one padding position to attend to
+            input_ids = input_ids.new_full((input_ids.shape[0], 1), self.config.pad_token_id)
+            attention_mask = None if attention_mask is None else attention_mask.new_zeros(input_ids.shape)
+        if input_ids.min() < 0 or input_ids.max() >= self.config.vocab_size:
+            raise ValueError(
+                f"input_ids hold ids outside the vocabulary [0, {self.config.vocab_size}): "
+                f"min {int(input_ids.min())}, max {int(input_ids.max())}. Use the tokenizer saved with this model."
+            )
+        if attention_mask is None:
+            attention_mask = (input_ids != self.config.pad_token_id).long()
+        elif attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask has shape {tuple(attention_mask.shape)}, input_ids {tuple(input_ids.shape)}."
+            )
+        if code_encoding is None:
+            code_encoding = self.code_encoding()
+        note_states = self.encoder(input_ids, sequence_lengths(attention_mask))
+        code_representations = self.attention(note_states, attention_mask, code_encoding.synonym_queries)
+        return MSMNModelOutput(
+            note_states=note_states,
+            code_representations=code_representations,
+            code_vectors=code_encoding.code_vectors,
+        )
+
+
+class MSMNForSequenceClassification(MSMNPreTrainedModel):
+    """MSMN with its score: one logit per code, sigmoid probabilities, mean BCE loss (spec §6)."""
+
+    def __init__(self, config: MSMNConfig):
+        super().__init__(config)
+        self.msmn = MSMNModel(config)
+        hidden_size = config.hidden_size
+        if config.score_function == "reference":
+            self.code_weight = nn.Linear(hidden_size, hidden_size)  # w_c = W q_c + b_W
+            self.code_bias = nn.Linear(hidden_size, 1)  # s_c = u·q_c + b_u
+        elif config.score_function == "biaffine":
+            self.code_weight = nn.Linear(hidden_size, hidden_size, bias=False)  # w_c = W q_c
+        elif config.score_function == "linear":
+            self.per_code_classifier = nn.Linear(hidden_size, config.num_labels)  # row c: w_c, bias b_c
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.msmn.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Embedding):
+        self.msmn.set_input_embeddings(value)
+
+    def set_codes(self, codes, code_term_ids, code_terms=None, code_descriptions=None) -> None:
+        """See `MSMNModel.set_codes`; not available with per-code weights (score_function="linear")."""
+        if self.config.score_function == "linear":
+            raise ValueError(
+                "set_codes: score_function='linear' has trained weights per code, so it cannot score new codes."
+            )
+        self.msmn.set_codes(codes, code_term_ids, code_terms, code_descriptions)
+
+    def score(self, code_representations: torch.Tensor, code_vectors: torch.Tensor) -> torch.Tensor:
+        # code_representations v: (B, C, d); code_vectors q: (C, d) → logits (B, C)
+        score_function = self.config.score_function
+        if score_function == "reference":
+            return torch.einsum("bcd,cd->bc", code_representations, self.code_weight(code_vectors)) + self.code_bias(
+                code_vectors
+            ).squeeze(-1)
+        if score_function == "biaffine":
+            return torch.einsum("bcd,cd->bc", code_representations, self.code_weight(code_vectors))
+        if score_function == "dot":
+            return torch.einsum("bcd,cd->bc", code_representations, code_vectors)
+        return (
+            torch.einsum("bcd,cd->bc", code_representations, self.per_code_classifier.weight)
+            + self.per_code_classifier.bias
+        )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        code_encoding: MSMNCodeEncoding | None = None,
+    ) -> SequenceClassifierOutput:
+        r"""
+        labels: (B, C) multi-hot code labels in label order; gives the mean BCE-with-logits loss.
+        """
+        outputs = self.msmn(input_ids, attention_mask=attention_mask, code_encoding=code_encoding)
+        logits = self.score(outputs.code_representations, outputs.code_vectors)
+        loss = None
+        if labels is not None:
+            if labels.shape != logits.shape:
+                raise ValueError(
+                    f"labels have shape {tuple(labels.shape)}, expected (batch, num_codes) = {tuple(logits.shape)} "
+                    "(multi-hot, in the model's label order)."
+                )
+            loss = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+__all__ = [
+    "MSMNBiLSTM",
+    "MSMNCodeEncoding",
+    "MSMNForSequenceClassification",
+    "MSMNModel",
+    "MSMNModelOutput",
+    "MSMNMultiSynonymAttention",
+    "MSMNPreTrainedModel",
+    "MSMNTextEncoder",
+]
