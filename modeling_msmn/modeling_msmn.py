@@ -142,11 +142,11 @@ class MSMNMultiSynonymAttention(nn.Module):
             per_synonym = per_synonym.view(batch_size, self.num_heads, chunk_codes, -1)
             return per_synonym.max(dim=1).values
 
-        score_bytes = batch_size * self.num_heads * num_tokens * note_states.element_size()
-        chunk_size = max(1, int(self.memory_budget_bytes // score_bytes))
-        if chunk_size >= num_codes:
+        score_bytes_per_code = batch_size * self.num_heads * num_tokens * note_states.element_size()
+        if score_bytes_per_code * num_codes <= self.memory_budget_bytes:
             code_representations = attend(queries)
         else:
+            chunk_size = max(1, int(self.memory_budget_bytes // score_bytes_per_code))
             use_checkpoint = torch.is_grad_enabled() and (note_states.requires_grad or queries.requires_grad)
             chunks = []
             for queries_chunk in queries.split(chunk_size, dim=1):
@@ -206,9 +206,10 @@ class MSMNPreTrainedModel(PreTrainedModel):
             if module.bias is not None:
                 bound = 1.0 / math.sqrt(module.in_features)
                 init.uniform_(module.bias, -bound, bound)
-        elif isinstance(module, MSMNMultiSynonymAttention):
-            init.xavier_uniform_(module.note_projection.weight)
         elif isinstance(module, MSMNModel):
+            # Here rather than on the attention module: transformers skips custom modules that own
+            # no parameters themselves. Children are initialised first, so this overrides the default.
+            init.xavier_uniform_(module.attention.note_projection.weight)
             init.copy_(module.code_term_ids, module.config_term_ids())
 
     def set_word_embeddings(self, vectors: torch.Tensor) -> None:

@@ -1,0 +1,55 @@
+"""Shared fixtures: offline Hugging Face settings and a small MSMN model with real code terms."""
+
+import os
+import tempfile
+
+# Tests never touch the network; the HF cache lives in a temporary folder.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="msmn-hf-home-"))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+import modeling_msmn  # noqa: E402
+
+NOTES = [
+    "Patient admitted with acute myocardial infarction; troponin 12.3. Chest pain resolved.",
+    "Fever 39C and productive cough, community-acquired pneumonia treated with antibiotics.",
+    "Type 2 diabetes mellitus, poorly controlled. [**First Name3 (LF) 1283**] seen in clinic.",
+    "",
+]
+CODE_TERMS = {
+    "E11.65": ["Type 2 diabetes mellitus with hyperglycemia", "diabetes type 2 poorly controlled"],
+    "I21.4": ["Non-ST elevation myocardial infarction", "NSTEMI", "subendocardial infarction", "heart attack"],
+    "J18.9": ["Pneumonia, unspecified organism", "pneumonia NOS"],
+    "R50.9": ["Fever, unspecified", "pyrexia", "febrile"],
+}
+CODES = sorted(CODE_TERMS)
+
+
+def make_model(tokenizer, num_synonyms=4, hidden_size=16, rnn_dim=12, num_lstm_layers=1, seed=0, **config):
+    term_ids, terms = modeling_msmn.build_code_term_ids(tokenizer, CODES, CODE_TERMS, num_synonyms, term_length=8)
+    msmn_config = modeling_msmn.MSMNConfig(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        id2label=dict(enumerate(CODES)),
+        embedding_dim=6,
+        rnn_dim=rnn_dim,
+        hidden_size=hidden_size,
+        num_lstm_layers=num_lstm_layers,
+        num_synonyms=num_synonyms,
+        term_length=8,
+        code_term_ids=term_ids,
+        code_terms=terms,
+        code_descriptions=[CODE_TERMS[code][0] for code in CODES],
+        **config,
+    )
+    torch.manual_seed(seed)
+    return modeling_msmn.MSMNForSequenceClassification(msmn_config)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    extra = [word for terms in CODE_TERMS.values() for term in terms for word in modeling_msmn.split_words(term)]
+    return modeling_msmn.build_tokenizer(modeling_msmn.build_vocabulary(NOTES[:2], extra_words=extra))
