@@ -253,10 +253,16 @@ class MSMNModel(MSMNPreTrainedModel):
         self.encoder.word_embeddings = value
 
     def encode_codes(self) -> MSMNCodeEncoding:
-        """Synonym vectors, attention queries and code vectors from the code terms (spec §4)."""
+        """Synonym vectors, attention queries and code vectors from the code terms (spec §4).
+
+        Reference mode max-pools each term's states over padding positions too, up to the length of
+        the longest term; `mask_synonym_padding` pools over real tokens only.
+        """
         num_codes, num_synonyms = self.config.num_labels, self.config.num_synonyms
-        term_ids = self.code_term_ids
-        lengths = sequence_lengths(term_ids != self.config.pad_token_id)
+        lengths = sequence_lengths(self.code_term_ids != self.config.pad_token_id)
+        # The reference pools over padding up to the longest term (its pad_packed_sequence output
+        # width), not over all term_length positions: the longest term contributes no padding.
+        term_ids = self.code_term_ids[:, : int(lengths.max())]
         term_states = self.encoder(term_ids, lengths)  # (C·M, T, d)
         if self.config.mask_synonym_padding:
             is_padding = torch.arange(term_ids.shape[1], device=term_ids.device) >= lengths[:, None]

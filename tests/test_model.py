@@ -129,19 +129,21 @@ def test_score_on_hand_computed_numbers(tokenizer):
 
 
 def test_mask_synonym_padding(tokenizer):
-    """Reference pools over padding too (value 0 when R = d); the switch pools over real tokens only."""
+    """Reference pools over padding too (value 0 when R = d) up to the longest term; the switch pools
+    over real tokens only."""
     pooled = {}
     for masked in (False, True):
         model = make_model(tokenizer, rnn_dim=16, mask_synonym_padding=masked).eval()
-        term_ids = model.msmn.code_term_ids
-        lengths = (term_ids != tokenizer.pad_token_id).sum(1).clamp(min=1)
+        lengths = (model.msmn.code_term_ids != tokenizer.pad_token_id).sum(1).clamp(min=1)
+        term_ids = model.msmn.code_term_ids[:, : int(lengths.max())]  # padding up to the longest term
         with torch.no_grad():
             states = model.msmn.encoder(term_ids, lengths)
             pooled[masked] = model.msmn.encode_codes().synonym_vectors.reshape(len(term_ids), -1)
         is_real = torch.arange(term_ids.shape[1]) < lengths[:, None]
         expected = states.masked_fill(~is_real[..., None], float("-inf")).amax(1) if masked else states.amax(1)
         torch.testing.assert_close(pooled[masked], expected)
-    assert torch.all(pooled[False] >= 0) and torch.any(pooled[True] < 0)
+    shorter_than_longest = lengths < lengths.max()
+    assert torch.all(pooled[False][shorter_than_longest] >= 0) and torch.any(pooled[True][shorter_than_longest] < 0)
 
 
 def test_new_code_scored_from_its_terms(tokenizer):
