@@ -57,7 +57,7 @@ class MSMNConfig(PreTrainedConfig):
     representation_dropout: float = 0.2
     score_function: str = "reference"
     mask_synonym_padding: bool = False
-    attention_memory_budget_mb: float = 512.0
+    attention_memory_budget_mb: float = 128.0
     code_term_ids: list[list[int]] | None = None
     code_terms: list[list[str]] | None = None
     code_descriptions: list[str] | None = None
