@@ -1,0 +1,1 @@
+"""Dataset builders: MIMIC-III splits (`mimic_iii`) and code synonyms (`code_synonyms`)."""

@@ -1,0 +1,206 @@
+"""Code synonyms: code → [description, synonym, ...] as one JSON object, with a small report.
+
+Sources:
+- UMLS `MRCONSO.RRF` (licensed; the paper's source), exactly as the authors' `load_umls.py` and
+  `match.py` do it (reference_code.md §2): ICD9CM rows give code → CUI (the last row wins); every
+  English string of that CUI, from any source, gives two synonyms, its lower-cased form and a
+  cleaned one (" nos " removed, hyphens → spaces, whitespace collapsed); strings of fewer than
+  2 words and 7 characters are dropped; accents are stripped and duplicates removed.
+- Open, for ICD-9-CM: the long and short titles of your MIMIC-III `D_ICD_DIAGNOSES` and
+  `D_ICD_PROCEDURES` tables (short titles are the abbreviations coders use).
+- Open, for ICD-10-CM: the description, inclusion terms and "includes" notes of the CMS/NCHS
+  tabular list (as shipped by the `simple-icd-10-cm` package). A code missing from that list
+  (retired since) takes the entry of its nearest listed parent.
+
+The description of each code (first term) is the long title of the `D_ICD_*` tables. Synonyms
+are shuffled with a seed (the reference shuffled them unseeded), so the same inputs always give
+the same file. The command caches its result in the datasets cache, keyed by the input files (their
+names, sizes and modification times), the code set and the seed: a re-run is instant, and a
+changed input file is read again.
+
+    python -m datasets_scripts.code_synonyms --mimic-dir /path/to/mimic-iii --setting full \\
+        [--mrconso /path/to/MRCONSO.RRF] --output synonyms.json
+"""
+
+import argparse
+import json
+import random
+import re
+import statistics
+import sys
+import unicodedata
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import datasets
+
+from .files import InputFileError, find_input, fingerprint, read_csv_rows
+from .mimic_iii import format_icd9_code
+
+TITLE_FILES = ("D_ICD_DIAGNOSES.csv", "D_ICD_PROCEDURES.csv")
+MRCONSO_FIELDS = 18  # CUI|LAT|TS|LUI|STT|SUI|ISPREF|AUI|SAUI|SCUI|SDUI|SAB|TTY|CODE|STR|SRL|SUPPRESS|CVF|
+
+
+def strip_accents(text: str) -> str:
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if unicodedata.category(c) != "Mn")
+
+
+def clean_term(term: str) -> str:
+    """The reference's cleaning: lower-case, " nos " removed, hyphens → spaces, whitespace collapsed."""
+    term = f" {term} ".lower().replace(" nos ", " ").replace("-", " ")
+    return " ".join(term.split())
+
+
+def keep_term(term: str) -> bool:
+    return len(term.split()) >= 2 or len(term) >= 7
+
+
+def read_mrconso(path: Path) -> tuple[dict[str, str], dict[str, set[str]]]:
+    """(ICD9CM code → CUI, CUI → its English strings, raw lower-cased and cleaned), streaming."""
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such file; give the MRCONSO.RRF of your UMLS Metathesaurus release.")
+    code_to_cui, cui_strings = {}, {}
+    with open(path, encoding="utf-8") as lines:
+        for line_number, line in enumerate(lines, start=1):
+            fields = line.strip().split("|")
+            if len(fields) not in (MRCONSO_FIELDS, MRCONSO_FIELDS + 1):
+                raise InputFileError(
+                    f"{path}, line {line_number}: {len(fields)} '|'-separated fields, expected {MRCONSO_FIELDS} "
+                    "(CUI|LAT|…|CODE|STR|…). Is this an MRCONSO.RRF file, unmodified?"
+                )
+            cui, language, source, code, string = fields[0], fields[1], fields[11], fields[13], fields[14]
+            if source == "ICD9CM":
+                code_to_cui[code] = cui
+            if language == "ENG":
+                cui_strings.setdefault(cui, set()).update((string.lower(), clean_term(string)))
+    return code_to_cui, cui_strings
+
+
+def read_icd9_titles(mimic_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """(code → long title, code → short title) from D_ICD_DIAGNOSES and D_ICD_PROCEDURES, CAML-formatted."""
+    long_titles, short_titles = {}, {}
+    for name, is_diagnosis in zip(TITLE_FILES, (True, False)):
+        path = find_input(mimic_dir, name)
+        for _, row in read_csv_rows(path, ["ICD9_CODE", "SHORT_TITLE", "LONG_TITLE"]):
+            code = format_icd9_code(row["ICD9_CODE"], is_diagnosis)
+            long_titles[code], short_titles[code] = row["LONG_TITLE"], row["SHORT_TITLE"]
+    return long_titles, short_titles
+
+
+def finish(description: str | None, synonyms: Iterable[str], seed: int, code: str) -> list[str]:
+    """[description, shuffled synonyms]: accent-stripped, lower-cased, de-duplicated (reference §2.5)."""
+    unique = sorted({strip_accents(term).lower() for term in synonyms if term})
+    random.Random(f"{seed}:{code}").shuffle(unique)
+    return ([description] if description else []) + unique
+
+
+def umls_synonyms(codes: Sequence[str], descriptions: dict[str, str], mrconso: Path, seed: int = 0) -> dict[str, list[str]]:
+    code_to_cui, cui_strings = read_mrconso(mrconso)
+
+    def strings_of(code):
+        cui = code_to_cui.get(code)
+        return [s for s in cui_strings.get(cui, ()) if keep_term(s)] if cui else []
+
+    result = {}
+    for code in codes:
+        lookup = code if code in descriptions or not code.endswith(".") else code[:-1]
+        description = descriptions.get(lookup)
+        strings = strings_of(lookup)
+        # The reference puts the (lower-cased) description among the synonyms too.
+        result[code] = finish(description, strings + ([description] if description else []), seed, code)
+    return result
+
+
+def open_icd9_synonyms(codes: Sequence[str], long_titles: dict[str, str], short_titles: dict[str, str], seed: int = 0):
+    return {
+        code: finish(long_titles.get(code), [long_titles.get(code), short_titles.get(code)], seed, code)
+        for code in codes
+    }
+
+
+def icd10cm_entry(code: str) -> tuple[str | None, list[str], str | None]:
+    """(description, inclusion terms and includes, the code whose entry was used) from the ICD-10-CM
+    tabular list; a code not in the list falls back to its nearest listed parent (None if none)."""
+    import warnings
+
+    with warnings.catch_warnings():  # the package imports the deprecated pkg_resources
+        warnings.simplefilter("ignore")
+        import simple_icd_10_cm as icd10cm
+    listed = code.upper()
+    while listed and not icd10cm.is_valid_item(listed):
+        listed = listed[:-1].rstrip(".")
+    if not listed:
+        return None, [], None
+    terms = icd10cm.get_inclusion_term(listed) + icd10cm.get_includes(listed)
+    return icd10cm.get_description(listed), terms, listed
+
+
+def open_icd10cm_synonyms(codes: Sequence[str], seed: int = 0) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """(code → [description, synonyms…], code → the parent whose entry it took, for retired codes)."""
+    synonyms, fallbacks = {}, {}
+    for code in codes:
+        description, terms, listed = icd10cm_entry(code)
+        if listed is not None and listed != code.upper().rstrip("."):
+            fallbacks[code] = listed
+        synonyms[code] = finish(description, terms, seed, code)
+    return synonyms, fallbacks
+
+
+def report(synonyms: dict[str, list[str]]) -> dict:
+    """Codes covered, synonyms per code (besides the description), codes with none."""
+    counts = [max(len(terms) - 1, 0) for terms in synonyms.values()]
+    return {
+        "codes": len(synonyms),
+        "codes_with_terms": sum(1 for terms in synonyms.values() if terms),
+        "synonyms_per_code_median": statistics.median(counts) if counts else 0,
+        "synonyms_per_code_mean": round(statistics.fmean(counts), 2) if counts else 0,
+        "codes_without_synonyms": sum(1 for count in counts if count == 0),
+        "codes_without_terms": sorted(code for code, terms in synonyms.items() if not terms)[:20],
+    }
+
+
+def write_json_atomically(path: Path, content) -> None:
+    """Writes to a temporary file, then renames: an interrupted run never leaves a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".partial")
+    temporary.write_text(json.dumps(content, ensure_ascii=False, indent=1), encoding="utf-8")
+    temporary.replace(path)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from .mimic_iii import MimicIII
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mimic-dir", type=Path, required=True, help="your MIMIC-III v1.4 folder")
+    parser.add_argument("--setting", choices=["full", "50"], default="50", help="the code set")
+    parser.add_argument("--mrconso", type=Path, help="UMLS MRCONSO.RRF; without it, the open ICD-9 titles")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", type=Path, required=True)
+    args = parser.parse_args(argv)
+    try:
+        builder = MimicIII(config_name=f"mimic3-{args.setting}", data_dir=str(args.mimic_dir))
+        inputs = [*builder.input_paths.values(), *(find_input(args.mimic_dir, name) for name in TITLE_FILES)]
+        inputs += [args.mrconso] if args.mrconso else []
+        source = "umls" if args.mrconso else "open-icd9"
+        cached = Path(datasets.config.HF_DATASETS_CACHE) / "msmn_code_synonyms" / (
+            f"{source}-{args.setting}-seed{args.seed}-{fingerprint([p for p in inputs if p.is_file()])}.json"
+        )
+        if args.mrconso and not args.mrconso.is_file():
+            raise InputFileError(f"{args.mrconso}: no such file; give the MRCONSO.RRF of your UMLS release.")
+        if cached.is_file():
+            synonyms = json.loads(cached.read_text(encoding="utf-8"))
+        else:
+            long_titles, short_titles = read_icd9_titles(args.mimic_dir)
+            if args.mrconso:
+                synonyms = umls_synonyms(builder.codes, long_titles, args.mrconso, args.seed)
+            else:
+                synonyms = open_icd9_synonyms(builder.codes, long_titles, short_titles, args.seed)
+            write_json_atomically(cached, synonyms)
+    except InputFileError as error:
+        sys.exit(f"error: {error}")
+    write_json_atomically(args.output, synonyms)
+    print(json.dumps(report(synonyms), indent=1))
+
+
+if __name__ == "__main__":
+    main()

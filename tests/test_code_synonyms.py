@@ -1,0 +1,146 @@
+"""Code synonyms from an MRCONSO-shaped fixture (UMLS is licensed: none of it is in the repo) and
+from the open sources, on real ICD-9-CM titles and ICD-10-CM entries."""
+
+import json
+
+import pytest
+
+from datasets_scripts.code_synonyms import (
+    clean_term,
+    main,
+    open_icd10cm_synonyms,
+    open_icd9_synonyms,
+    read_icd9_titles,
+    report,
+    umls_synonyms,
+)
+from datasets_scripts.files import InputFileError
+
+
+def mrconso_line(cui, language, source, code, string, suppress="N"):
+    # CUI|LAT|TS|LUI|STT|SUI|ISPREF|AUI|SAUI|SCUI|SDUI|SAB|TTY|CODE|STR|SRL|SUPPRESS|CVF|
+    return f"{cui}|{language}|P|L1|PF|S1|Y|A1||||{source}|PT|{code}|{string}|0|{suppress}||\n"
+
+
+MRCONSO = [
+    mrconso_line("C0001", "ENG", "ICD9CM", "428.0", "Congestive heart failure, unspecified"),
+    mrconso_line("C0001", "ENG", "MSH", "D006333", "Heart Failure, Congestive"),
+    mrconso_line("C0001", "ENG", "SNOMEDCT_US", "42343007", "Congestive heart failure NOS"),
+    mrconso_line("C0001", "ENG", "MTH", "", "CHF"),  # 1 word, 3 characters: dropped
+    mrconso_line("C0001", "FRE", "MSHFRE", "D006333", "Insuffisance cardiaque congestive"),  # not English
+    mrconso_line("C0001", "ENG", "SNOMEDCT_US", "42343007", "Congestive heart failure NOS", suppress="O"),  # duplicate
+    mrconso_line("C0002", "ENG", "ICD9CM", "401.9", "Unspecified essential hypertension"),
+    mrconso_line("C0002", "ENG", "MSH", "D006973", "Hypertension"),  # 1 word, 12 characters: kept
+    mrconso_line("C0002", "ENG", "SNOMEDCT_US", "1201005", "Benign essential hypertension"),
+    mrconso_line("C0003", "ENG", "ICD9CM", "17", "Operations on musculoskeletal system"),
+    mrconso_line("C0003", "ENG", "MTH", "", "Musculo-skeletal operation"),
+    mrconso_line("C0004", "ENG", "ICD9CM", "V58.61", "Long-term (current) use of anticoagulants"),
+    mrconso_line("C0004", "ENG", "ICD9CM", "V58.62", "Long-term (current) use of anticoagulants"),  # CUI shared
+    mrconso_line("C0005", "ENG", "ICD9CM", "E849.7", "Accident at résidential institution"),
+]
+DESCRIPTIONS = {
+    "428.0": "Congestive heart failure, unspecified",
+    "401.9": "Unspecified essential hypertension",
+    "17": "Other miscellaneous procedures",
+    "V58.61": "Long-term (current) use of anticoagulants",
+}
+
+
+@pytest.fixture
+def mrconso(tmp_path):
+    path = tmp_path / "MRCONSO.RRF"
+    path.write_text("".join(MRCONSO), encoding="utf-8")
+    return path
+
+
+def test_clean_term():
+    assert clean_term("Pneumonia NOS, organism-unspecified") == "pneumonia nos, organism unspecified"
+    assert clean_term("Heart failure NOS") == "heart failure"
+    assert clean_term("NOS  Anemia (chronic)") == "anemia (chronic)"
+
+
+def test_umls_synonyms_exactly(mrconso):
+    codes = ["17.", "401.9", "428.0", "E849.7", "V58.61", "V58.62", "999.9"]
+    synonyms = umls_synonyms(codes, DESCRIPTIONS, mrconso, seed=0)
+    as_sets = {code: (terms[0] if code in DESCRIPTIONS or code == "17." else None, set(terms[1:]) if code in DESCRIPTIONS or code == "17." else set(terms)) for code, terms in synonyms.items()}
+    assert as_sets["428.0"] == ("Congestive heart failure, unspecified", {
+        "congestive heart failure, unspecified", "heart failure, congestive", "congestive heart failure nos",
+        "congestive heart failure"})
+    assert as_sets["401.9"] == ("Unspecified essential hypertension", {
+        "unspecified essential hypertension", "hypertension", "benign essential hypertension"})
+    # "17." has no entry of its own: the reference looks it up without the dot
+    assert as_sets["17."] == ("Other miscellaneous procedures", {
+        "other miscellaneous procedures", "operations on musculoskeletal system", "musculo-skeletal operation",
+        "musculo skeletal operation"})
+    shared = {"long-term (current) use of anticoagulants", "long term (current) use of anticoagulants"}
+    assert as_sets["V58.61"] == ("Long-term (current) use of anticoagulants", shared)
+    assert synonyms["V58.62"] and set(synonyms["V58.62"]) == shared  # no description: UMLS strings only
+    assert set(synonyms["E849.7"]) == {"accident at residential institution"}  # accents stripped
+    assert synonyms["999.9"] == []
+    assert synonyms == umls_synonyms(codes, DESCRIPTIONS, mrconso, seed=0)  # same inputs, same file
+    assert synonyms != umls_synonyms(codes, DESCRIPTIONS, mrconso, seed=1)
+    summary = report(synonyms)
+    assert summary["codes"] == 7 and summary["codes_without_terms"] == ["999.9"]
+
+
+def test_mrconso_with_wrong_field_count(tmp_path):
+    path = tmp_path / "MRCONSO.RRF"
+    path.write_text(MRCONSO[0] + "C0009|ENG|P|only|a few|fields\n", encoding="utf-8")
+    with pytest.raises(InputFileError, match=r"MRCONSO.RRF, line 2: 6 '\|'-separated fields, expected 18"):
+        umls_synonyms(["428.0"], DESCRIPTIONS, path)
+    with pytest.raises(InputFileError, match="no such file"):
+        umls_synonyms(["428.0"], DESCRIPTIONS, tmp_path / "missing.RRF")
+
+
+def test_open_icd9_titles(tmp_path):
+    header = "ROW_ID,ICD9_CODE,SHORT_TITLE,LONG_TITLE\n"
+    (tmp_path / "D_ICD_DIAGNOSES.csv").write_text(
+        header + '1,41071,"Subendo infarct, initial","Subendocardial infarction, initial episode of care"\n'
+        '2,4019,Hypertension NOS,Unspecified essential hypertension\n', encoding="utf-8")
+    (tmp_path / "D_ICD_PROCEDURES.csv").write_text(header + "1,3893,Venous cath NEC,\"Venous catheterization, not elsewhere classified\"\n", encoding="utf-8")
+    long_titles, short_titles = read_icd9_titles(tmp_path)
+    synonyms = open_icd9_synonyms(["410.71", "401.9", "38.93", "V99.9"], long_titles, short_titles)
+    assert synonyms["410.71"][0] == "Subendocardial infarction, initial episode of care"
+    assert set(synonyms["410.71"][1:]) == {"subendo infarct, initial", "subendocardial infarction, initial episode of care"}
+    assert set(synonyms["38.93"][1:]) == {"venous cath nec", "venous catheterization, not elsewhere classified"}
+    assert synonyms["V99.9"] == []
+
+
+def test_open_icd10cm_real_entries():
+    synonyms, fallbacks = open_icd10cm_synonyms(["I21.4", "I10", "I21.41X", "E11.9"])
+    assert synonyms["I21.4"][0] == "Non-ST elevation (NSTEMI) myocardial infarction"
+    assert set(synonyms["I21.4"][1:]) == {
+        "acute subendocardial myocardial infarction", "non-q wave myocardial infarction nos",
+        "nontransmural myocardial infarction nos", "type 1 non-st elevation myocardial infarction"}
+    assert set(synonyms["I10"][1:]) == {"high blood pressure", "hypertension (arterial) (benign) (essential) (malignant) (primary) (systemic)"}
+    assert fallbacks == {"I21.41X": "I21.4"} and set(synonyms["I21.41X"]) == set(synonyms["I21.4"])
+    assert synonyms["E11.9"] == ["Type 2 diabetes mellitus without complications"]
+
+
+def test_command_line_writes_json_report_and_cache(tmp_path, mrconso, capsys, monkeypatch):
+    from test_mimic_iii import write_csv, NOTE_HEADER, TRAIN_A
+    write_csv(tmp_path / "NOTEEVENTS.csv", NOTE_HEADER, [[1, 1, TRAIN_A, "", "", "", "Discharge summary", "", "", "", "x"]])
+    for name in ("DIAGNOSES_ICD.csv", "PROCEDURES_ICD.csv"):
+        write_csv(tmp_path / name, ["ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"], [])
+    header = ["ROW_ID", "ICD9_CODE", "SHORT_TITLE", "LONG_TITLE"]
+    write_csv(tmp_path / "D_ICD_DIAGNOSES.csv", header, [[1, "4280", "CHF NOS", "Congestive heart failure, unspecified"]])
+    write_csv(tmp_path / "D_ICD_PROCEDURES.csv", header, [])
+    main(["--mimic-dir", str(tmp_path), "--setting", "50", "--mrconso", str(mrconso), "--output", str(tmp_path / "out.json")])
+    synonyms = json.loads((tmp_path / "out.json").read_text())
+    assert len(synonyms) == 50 and synonyms["428.0"][0] == "Congestive heart failure, unspecified"
+    assert "congestive heart failure nos" in synonyms["428.0"]
+    assert json.loads(capsys.readouterr().out)["codes"] == 50
+    assert not list(tmp_path.glob("*.partial"))
+
+    import datasets_scripts.code_synonyms as code_synonyms
+    reads = []
+    original = code_synonyms.read_mrconso
+    monkeypatch.setattr(code_synonyms, "read_mrconso", lambda path: reads.append(path) or original(path))
+    arguments = ["--mimic-dir", str(tmp_path), "--setting", "50", "--mrconso", str(mrconso), "--output", str(tmp_path / "again.json")]
+    main(arguments)
+    assert reads == [] and json.loads((tmp_path / "again.json").read_text()) == synonyms  # from the cache
+    mrconso.write_text(mrconso.read_text() + mrconso_line("C0001", "ENG", "MTH", "", "Cardiac failure congestive"))
+    main(arguments)
+    assert reads == [mrconso] and "cardiac failure congestive" in json.loads((tmp_path / "again.json").read_text())["428.0"]
+    with pytest.raises(SystemExit, match="missing.RRF: no such file"):
+        main(["--mimic-dir", str(tmp_path), "--mrconso", str(tmp_path / "missing.RRF"), "--output", str(tmp_path / "x.json")])

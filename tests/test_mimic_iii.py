@@ -1,0 +1,165 @@
+"""The MIMIC-III builder on a small MIMIC-shaped fixture (made here; no MIMIC data in the repo).
+
+The hadm_ids are real entries of the public CAML split lists; every note and code is invented.
+"""
+
+import csv
+import gzip
+import shutil
+
+import pytest
+
+from datasets_scripts.files import InputFileError
+from datasets_scripts.mimic_iii import MimicIII, format_icd9_code, load_mimic_iii, split_hadm_ids
+
+TRAIN_A, TRAIN_B = 100006, 100029  # in train_50 and train_full
+TRAIN_FULL_ONLY = 100001  # in train_full, not in train_50
+DEV, TEST = 100011, 100091
+TRAIN_NO_SUMMARY = 100165  # listed (dev); its only note is a nursing note
+UNLISTED = 999999
+
+NOTE_HEADER = ["ROW_ID", "SUBJECT_ID", "HADM_ID", "CHARTDATE", "CHARTTIME", "STORETIME", "CATEGORY", "DESCRIPTION", "CGID", "ISERROR", "TEXT"]
+REPORT_A = 'Admission Date:  [**2151-7-16**]\nChief Complaint: "chest pain", dyspnea\n\nHTN, CHF.'
+ADDENDUM_A = "Addendum:\nPatient also has diabetes, on insulin."
+NOTES = [  # (subject, hadm, category, text), in file order
+    (1, TRAIN_A, "Discharge summary", REPORT_A),
+    (1, TRAIN_A, "Nursing", "Nursing note: not a discharge summary."),
+    (2, TRAIN_B, "Discharge summary", "Sepsis, urinary tract infection."),
+    (3, DEV, "Discharge summary", "Dev note."),
+    (1, TRAIN_A, "Discharge summary", ADDENDUM_A),
+    (4, TEST, "Discharge summary", "Test note, pneumonia."),
+    (5, TRAIN_NO_SUMMARY, "Nursing", "Only nursing."),
+    (6, UNLISTED, "Discharge summary", "Not in any split list."),
+    (7, "", "Discharge summary", "No admission id."),
+    (8, TRAIN_FULL_ONLY, "Discharge summary", "Full-only admission."),
+]
+DIAGNOSES = [  # (hadm, ICD9_CODE as MIMIC stores it: undotted)
+    (TRAIN_A, "4019"), (TRAIN_A, "4280"), (TRAIN_A, "25000"), (TRAIN_A, "E8497"), (TRAIN_A, "4019"),
+    (TRAIN_B, "0389"), (TRAIN_B, "5990"), (TRAIN_B, "V5861"), (TRAIN_B, ""),
+    (DEV, "486"), (TEST, "486"), (TEST, "E9300"), (UNLISTED, "4019"), (TRAIN_FULL_ONLY, "7840"),
+]
+PROCEDURES = [(TRAIN_A, "3893"), (TRAIN_A, "17"), (TRAIN_B, "9604"), (TEST, "966")]
+
+
+def write_csv(path, header, rows, compress=False):
+    opener = gzip.open if compress else open
+    with opener(path, "wt", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file, quoting=csv.QUOTE_MINIMAL)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+@pytest.fixture
+def mimic_dir(tmp_path):
+    folder = tmp_path / "mimic"
+    folder.mkdir()
+    write_csv(folder / "NOTEEVENTS.csv.gz", NOTE_HEADER,
+              [[i, s, h, "2151-08-04", "", "", c, "Report", "", "", t] for i, (s, h, c, t) in enumerate(NOTES)], compress=True)
+    write_csv(folder / "DIAGNOSES_ICD.csv", ["ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"],
+              [[i, 1, h, i, c] for i, (h, c) in enumerate(DIAGNOSES)])
+    write_csv(folder / "PROCEDURES_ICD.csv", ["ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"],
+              [[i, 1, h, i, c] for i, (h, c) in enumerate(PROCEDURES)])
+    return folder
+
+
+@pytest.mark.parametrize(
+    "raw,is_diagnosis,formatted",
+    [("4019", True, "401.9"), ("25000", True, "250.00"), ("486", True, "486"), ("E8497", True, "E849.7"),
+     ("E849", True, "E849"), ("V5861", True, "V58.61"), ("V10", True, "V10"), ("0389", True, "038.9"),
+     ("3893", False, "38.93"), ("966", False, "96.6"), ("17", False, "17."), ("9604", False, "96.04"),
+     ("401.9", True, "401.9")],
+)
+def test_code_format(raw, is_diagnosis, formatted):
+    assert format_icd9_code(raw, is_diagnosis) == formatted
+
+
+def as_rows(split):
+    names = split.features["labels"].feature.names
+    return [(row["hadm_id"], row["subject_id"], row["text"], [names[i] for i in row["labels"]]) for row in split]
+
+
+def in_list_order(rows, setting):
+    order = split_hadm_ids(setting)["train"]
+    return sorted(rows, key=lambda row: order.index(row[0]))
+
+
+def test_full_setting(mimic_dir, tmp_path):
+    dataset = load_mimic_iii(str(mimic_dir), "mimic3-full", check_split_sizes=False, cache_dir=str(tmp_path / "cache"))
+    assert as_rows(dataset["train"]) == in_list_order([
+        (TRAIN_A, 1, REPORT_A + "\t" + ADDENDUM_A, ["401.9", "428.0", "250.00", "E849.7", "38.93", "17."]),
+        (TRAIN_B, 2, "Sepsis, urinary tract infection.", ["038.9", "599.0", "V58.61", "96.04"]),
+        (TRAIN_FULL_ONLY, 8, "Full-only admission.", ["784.0"]),
+    ], "full")
+    assert as_rows(dataset["validation"]) == [(DEV, 3, "Dev note.", ["486"])]
+    assert as_rows(dataset["test"]) == [(TEST, 4, "Test note, pneumonia.", ["486", "E930.0", "96.6"])]
+    codes = dataset["train"].features["labels"].feature.names
+    assert codes == sorted(["401.9", "428.0", "250.00", "E849.7", "38.93", "17.", "038.9", "599.0", "V58.61",
+                            "96.04", "486", "E930.0", "96.6", "784.0"])
+
+
+def test_top50_setting_keeps_listed_admissions_and_top50_codes(mimic_dir, tmp_path):
+    dataset = load_mimic_iii(str(mimic_dir), "mimic3-50", check_split_sizes=False, cache_dir=str(tmp_path / "cache"))
+    assert len(dataset["train"].features["labels"].feature.names) == 50
+    assert as_rows(dataset["train"]) == in_list_order([
+        (TRAIN_A, 1, REPORT_A + "\t" + ADDENDUM_A, ["401.9", "428.0", "250.00", "38.93"]),
+        (TRAIN_B, 2, "Sepsis, urinary tract infection.", ["038.9", "599.0", "V58.61", "96.04"]),
+    ], "50")
+    assert as_rows(dataset["test"]) == [(TEST, 4, "Test note, pneumonia.", ["486", "96.6"])]
+
+
+def test_split_sizes_are_checked(mimic_dir, tmp_path):
+    with pytest.raises(InputFileError, match=r"train: 2 \(expected 8,066\).*check_split_sizes=False") as error:
+        load_mimic_iii(str(mimic_dir), "mimic3-50", cache_dir=str(tmp_path / "cache"))
+    assert "Sepsis" not in str(error.value)
+    assert not list((tmp_path / "cache").rglob("*.arrow"))
+
+
+def test_cache_is_reused_and_follows_input_changes(mimic_dir, tmp_path, monkeypatch):
+    cache = str(tmp_path / "cache")
+    first = load_mimic_iii(str(mimic_dir), "mimic3-50", check_split_sizes=False, cache_dir=cache)
+    calls = []
+    original = MimicIII._discharge_summaries
+    monkeypatch.setattr(MimicIII, "_discharge_summaries", lambda self, ids: calls.append(1) or original(self, ids))
+    again = load_mimic_iii(str(mimic_dir), "mimic3-50", check_split_sizes=False, cache_dir=cache)
+    assert calls == [] and as_rows(again["train"]) == as_rows(first["train"])
+    notes = NOTES + [(2, TRAIN_B, "Discharge summary", "A late addendum.")]
+    write_csv(mimic_dir / "NOTEEVENTS.csv.gz", NOTE_HEADER,
+              [[i, s, h, "", "", "", c, "", "", "", t] for i, (s, h, c, t) in enumerate(notes)], compress=True)
+    changed = load_mimic_iii(str(mimic_dir), "mimic3-50", check_split_sizes=False, cache_dir=cache)
+    assert calls == [1]
+    assert {row[0]: row[2] for row in as_rows(changed["train"])}[TRAIN_B] == "Sepsis, urinary tract infection.\tA late addendum."
+
+
+def test_bad_inputs_name_file_line_and_fix(mimic_dir, tmp_path):
+    cache = tmp_path / "cache"
+
+    def build():
+        return load_mimic_iii(str(mimic_dir), "mimic3-50", check_split_sizes=False, cache_dir=str(cache))
+
+    (mimic_dir / "PROCEDURES_ICD.csv").rename(mimic_dir / "moved.csv")
+    with pytest.raises(InputFileError, match="neither PROCEDURES_ICD.csv nor PROCEDURES_ICD.csv.gz"):
+        build()
+    (mimic_dir / "moved.csv").rename(mimic_dir / "PROCEDURES_ICD.csv")
+
+    write_csv(mimic_dir / "DIAGNOSES_ICD.csv", ["ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM"], [[1, 1, TRAIN_A, 1]])
+    with pytest.raises(InputFileError, match=r"DIAGNOSES_ICD.csv, line 1: the header lacks the columns \['ICD9_CODE'\]"):
+        build()
+    write_csv(mimic_dir / "DIAGNOSES_ICD.csv", ["ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"],
+              [[1, 1, TRAIN_A, 1, "4019"], [2, 1, TRAIN_A, 2]])
+    with pytest.raises(InputFileError, match="DIAGNOSES_ICD.csv, line 3: 4 fields where the header has 5"):
+        build()
+    write_csv(mimic_dir / "DIAGNOSES_ICD.csv", ["ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"], [[1, 1, TRAIN_A, 1, "4019"]])
+
+    notes_file = mimic_dir / "NOTEEVENTS.csv.gz"
+    data = notes_file.read_bytes()
+    notes_file.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputFileError, match="NOTEEVENTS.csv.gz: the gzip stream is cut short") as error:
+        build()
+    assert "chest pain" not in str(error.value)
+    assert not list(cache.rglob("*.arrow")), "a failed build left data in the cache"
+    notes_file.write_bytes(data)
+    assert len(build()["train"]) == 2
+
+    shutil.rmtree(mimic_dir)
+    with pytest.raises(InputFileError, match="MIMIC-III v1.4"):
+        build()
