@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_outputs import SequenceClassifierOutput
@@ -100,15 +99,72 @@ def sequence_lengths(attention_mask: torch.Tensor) -> torch.Tensor:
     return lengths.clamp(min=1)
 
 
+def synonym_attention_weights(
+    synonym_queries: torch.Tensor, note_keys: torch.Tensor, is_padding: torch.Tensor
+) -> torch.Tensor:
+    """Softmax over tokens of ⟨Z_j[b, n], U_cj⟩ (no 1/√d scaling), padding masked.
+
+    synonym_queries: (M, c, d/M); note_keys: (B, M, N, d/M); is_padding: (B, 1, 1, N) → (B, M, c, N).
+    An all-padding note gets uniform weights, as the reference's −1e6 mask gives.
+    """
+    scores = torch.matmul(synonym_queries, note_keys.transpose(-1, -2))
+    scores.masked_fill_(is_padding, torch.finfo(scores.dtype).min)
+    return torch.softmax(scores, dim=-1)
+
+
+class SynonymAttentionFunction(torch.autograd.Function):
+    """One chunk of codes: v[b, c] = max_j Σ_n α[b, j, c, n] H[b, n], with a lean backward.
+
+    Saves the output and its winning heads (B, c, d; heads as uint8) and recomputes the attention
+    weights α in the backward pass, instead of keeping B×M×c×N weights (or recomputing the whole
+    chunk, value product included, as activation checkpointing would). Gradients equal autograd's
+    through `max(dim).values` (the gradient goes to the head `max` returned).
+    """
+
+    @staticmethod
+    def forward(ctx, synonym_queries, note_keys, note_states, is_padding):
+        batch_size, num_tokens, hidden_size = note_states.shape
+        num_heads, chunk_codes, _ = synonym_queries.shape
+        weights = synonym_attention_weights(synonym_queries, note_keys, is_padding)
+        per_synonym = torch.bmm(weights.view(batch_size, -1, num_tokens), note_states)  # (B, M·c, d)
+        values, best_head = per_synonym.view(batch_size, num_heads, chunk_codes, hidden_size).max(dim=1)
+        ctx.save_for_backward(synonym_queries, note_keys, note_states, is_padding, values, best_head.to(torch.uint8))
+        return values
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_values):
+        synonym_queries, note_keys, note_states, is_padding, values, best_head = ctx.saved_tensors
+        batch_size, num_tokens, hidden_size = note_states.shape
+        num_heads, chunk_codes, _ = synonym_queries.shape
+        weights = synonym_attention_weights(synonym_queries, note_keys, is_padding)  # (B, M, c, N)
+        # Only the winning head of each value gets its gradient: (B, M, c, d)
+        grad_per_synonym = grad_values.new_zeros(batch_size, num_heads, chunk_codes, hidden_size)
+        grad_per_synonym.scatter_(1, best_head.long().unsqueeze(1), grad_values.unsqueeze(1))
+        # Softmax backward needs Σ_n ∂α·α = ∂A·A per head; A equals the saved values where the head won.
+        weighted_sum = (grad_per_synonym * values.unsqueeze(1)).sum(dim=-1, keepdim=True)  # (B, M, c, 1)
+        grad_per_synonym = grad_per_synonym.view(batch_size, -1, hidden_size)  # (B, M·c, d)
+        flat_weights = weights.view(batch_size, -1, num_tokens)  # (B, M·c, N)
+        grad_note_states = torch.bmm(flat_weights.transpose(1, 2), grad_per_synonym)
+        grad_weights = torch.bmm(grad_per_synonym, note_states.transpose(1, 2)).view_as(weights)
+        # softmax backward, then the mask's: masked scores get no gradient
+        grad_scores = grad_weights.sub_(weighted_sum).mul_(weights)
+        grad_scores.masked_fill_(is_padding, 0.0)
+        grad_queries = torch.matmul(grad_scores, note_keys).sum(dim=0)  # (M, c, d/M)
+        grad_note_keys = torch.matmul(grad_scores.transpose(-1, -2), synonym_queries)  # (B, M, N, d/M)
+        return grad_queries, grad_note_keys, grad_note_states, None
+
+
 class MSMNMultiSynonymAttention(nn.Module):
     """Each code attends over the note once per synonym; the M results are max-pooled (spec §5).
 
     Keys are the heads of Z = tanh(W_H H + b_H), queries the projected synonym vectors
     U = W_Q Q + b_Q, values the full note states H. Computed in the "fold" layout: scores as
     (B, M, C, N), softmax over the contiguous token axis, and the value product as one
-    (B, M·C, N) @ (B, N, d) matmul. When the score tensor would exceed
-    `config.attention_memory_budget_mb`, codes are processed in chunks, each under activation
-    checkpointing when gradients are needed, so memory stays bounded whatever C is.
+    (B, M·C, N) @ (B, N, d) matmul. With gradients, each chunk runs `SynonymAttentionFunction`,
+    which recomputes the attention weights in the backward pass rather than storing them. When the
+    score tensor would exceed `config.attention_memory_budget_mb`, codes are processed in chunks,
+    so memory stays bounded whatever C is.
     """
 
     def __init__(self, config: MSMNConfig):
@@ -134,27 +190,18 @@ class MSMNMultiSynonymAttention(nn.Module):
 
         def attend(queries_chunk: torch.Tensor) -> torch.Tensor:
             # (M, c, d/M) → (B, c, d)
-            chunk_codes = queries_chunk.shape[1]
-            scores = torch.matmul(queries_chunk, note_keys.transpose(-1, -2))  # (B, M, c, N), no 1/√d
-            scores.masked_fill_(is_padding, torch.finfo(scores.dtype).min)
-            weights = torch.softmax(scores, dim=-1)
+            if torch.is_grad_enabled() and (note_states.requires_grad or queries_chunk.requires_grad):
+                return SynonymAttentionFunction.apply(queries_chunk, note_keys, note_states, is_padding)
+            weights = synonym_attention_weights(queries_chunk, note_keys, is_padding)
             per_synonym = torch.bmm(weights.view(batch_size, -1, num_tokens), note_states)  # (B, M·c, d)
-            per_synonym = per_synonym.view(batch_size, self.num_heads, chunk_codes, -1)
-            return per_synonym.max(dim=1).values
+            return per_synonym.view(batch_size, self.num_heads, queries_chunk.shape[1], -1).max(dim=1).values
 
         score_bytes_per_code = batch_size * self.num_heads * num_tokens * note_states.element_size()
         if score_bytes_per_code * num_codes <= self.memory_budget_bytes:
             code_representations = attend(queries)
         else:
             chunk_size = max(1, int(self.memory_budget_bytes // score_bytes_per_code))
-            use_checkpoint = torch.is_grad_enabled() and (note_states.requires_grad or queries.requires_grad)
-            chunks = []
-            for queries_chunk in queries.split(chunk_size, dim=1):
-                if use_checkpoint:
-                    chunks.append(checkpoint(attend, queries_chunk, use_reentrant=False))
-                else:
-                    chunks.append(attend(queries_chunk))
-            code_representations = torch.cat(chunks, dim=1)
+            code_representations = torch.cat([attend(chunk) for chunk in queries.split(chunk_size, dim=1)], dim=1)
         return self.representation_dropout(code_representations)
 
 
