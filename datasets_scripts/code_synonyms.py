@@ -20,6 +20,7 @@ changed input file is read again.
 
     python -m datasets_scripts.code_synonyms --mimic-dir /path/to/mimic-iii --setting full \\
         [--mrconso /path/to/MRCONSO.RRF] --output synonyms.json
+    python -m datasets_scripts.code_synonyms --codiesp codiesp-d-50 [--language es] --output terms.json
 """
 
 import argparse
@@ -135,15 +136,56 @@ def icd10cm_entry(code: str) -> tuple[str | None, list[str], str | None]:
     return icd10cm.get_description(listed), terms, listed
 
 
-def open_icd10cm_synonyms(codes: Sequence[str], seed: int = 0) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """(code → [description, synonyms…], code → the parent whose entry it took, for retired codes)."""
+def open_icd10cm_synonyms(
+    codes: Sequence[str], seed: int = 0, min_synonyms: int = 0
+) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """(code → [description, synonyms…], code → the parent whose entry it took, for retired codes).
+
+    A code with fewer than `min_synonyms` synonyms also gets its parent's title (e.g. the category
+    "R50 Fever of other and unknown origin" for R50.9).
+    """
+    import simple_icd_10_cm as icd10cm
+
     synonyms, fallbacks = {}, {}
     for code in codes:
         description, terms, listed = icd10cm_entry(code)
         if listed is not None and listed != code.upper().rstrip("."):
             fallbacks[code] = listed
+        if listed is not None and len(terms) < min_synonyms and icd10cm.get_parent(listed):
+            parent_title = icd10cm.get_description(icd10cm.get_parent(listed))
+            terms = terms + [re.sub(r"\s*\([A-Z0-9.]+-[A-Z0-9.]+\)$", "", parent_title)]  # drop a block's "(I10-I1A)"
         synonyms[code] = finish(description, terms, seed, code)
     return synonyms, fallbacks
+
+
+def codiesp_synonyms(
+    config_name: str, language: str = "en", num_synonyms: int = 4, seed: int = 0, data_dir: str | None = None
+) -> tuple[dict[str, list[str]], dict]:
+    """Terms for the codes of a CodiEsp config, and a report.
+
+    English diagnoses: ICD-10-CM entries (with the parent's title for codes with fewer than M−1
+    terms; retired codes take their parent's entry). Spanish, and procedures (no open ICD-10-PCS
+    titles are at hand): the train split's CodiEsp-X evidence texts of the code, most frequent
+    first, then the English terms. Dev and test evidence is never used.
+    """
+    from .codiesp import Codiesp, spanish_evidence_terms
+
+    builder = Codiesp(config_name=config_name, language=language, data_dir=data_dir)
+    codes, diagnoses = builder.codes, builder.config.task == "d"
+    english, fallbacks = open_icd10cm_synonyms(codes, seed, num_synonyms - 1) if diagnoses else ({}, {})
+    if language == "en" and diagnoses:
+        synonyms = english
+    else:
+        evidence = spanish_evidence_terms(codes, builder.splits["train"])
+        synonyms = {}
+        for code in codes:
+            terms = evidence[code] + english.get(code, [])
+            if not terms and not diagnoses:
+                terms = [code]  # a procedure never seen with evidence in train: only its code
+            unique = list(dict.fromkeys(terms))
+            synonyms[code] = unique
+    summary = report(synonyms) | {"codes_from_parent_entry": len(fallbacks)}
+    return synonyms, summary
 
 
 def report(synonyms: dict[str, list[str]]) -> dict:
@@ -171,12 +213,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     from .mimic_iii import MimicIII
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mimic-dir", type=Path, required=True, help="your MIMIC-III v1.4 folder")
+    parser.add_argument("--mimic-dir", type=Path, help="your MIMIC-III v1.4 folder")
+    parser.add_argument("--codiesp", choices=["codiesp-d-50", "codiesp-d", "codiesp-p"], help="terms for a CodiEsp config")
+    parser.add_argument("--language", choices=["en", "es"], default="en", help="with --codiesp")
+    parser.add_argument("--num-synonyms", type=int, default=4, help="with --codiesp: M, for the parent-title fill")
     parser.add_argument("--setting", choices=["full", "50"], default="50", help="the code set")
     parser.add_argument("--mrconso", type=Path, help="UMLS MRCONSO.RRF; without it, the open ICD-9 titles")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args(argv)
+    if args.codiesp:
+        synonyms, summary = codiesp_synonyms(args.codiesp, args.language, args.num_synonyms, args.seed)
+        write_json_atomically(args.output, synonyms)
+        print(json.dumps(summary, indent=1))
+        return
+    if args.mimic_dir is None:
+        parser.error("give --mimic-dir (MIMIC-III codes) or --codiesp (CodiEsp codes)")
     try:
         builder = MimicIII(config_name=f"mimic3-{args.setting}", data_dir=str(args.mimic_dir))
         inputs = [*builder.input_paths.values(), *(find_input(args.mimic_dir, name) for name in TITLE_FILES)]

@@ -1,0 +1,246 @@
+"""CodiEsp (CLEF eHealth 2020): 1,000 clinical case reports coded with ICD-10 by professional coders.
+
+Ships with the package (`data/codiesp/`, CC BY 4.0, see its README) and is its default benchmark:
+
+    from datasets_scripts.codiesp import load_codiesp
+    dataset = load_codiesp("codiesp-d-50")                 # English, the 50 most frequent diagnosis codes
+    dataset = load_codiesp("codiesp-d", language="es")     # Spanish, every diagnosis code
+    dataset = load_codiesp("codiesp-p", data_dir="/path/to/your/codiesp")  # the original folder layout
+
+Configs: `codiesp-d-50` (the 50 most frequent train diagnosis codes), `codiesp-d` (every diagnosis
+code of train ∪ dev ∪ test, plus `extra_codes`, so that test codes never seen in training can be
+scored from their terms), `codiesp-p` (every procedure code, plus `extra_codes`); `language` "en"
+(the organisers' English machine translation, default) or "es" (the original). Codes are
+upper-cased (diagnoses keep ICD-10-CM's dot: "N44.8"; procedures are ICD-10-PCS: "BW03ZZZ").
+
+Each example: `id`, `text`, `labels` (class labels in sorted code order), `gold_codes` (all its
+codes of the task, also those outside the label set, for MAP) and, for "es", `evidence` (the
+CodiEsp-X rows: code, text and character spans into the Spanish text).
+"""
+
+import gzip
+import json
+from collections import Counter
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import datasets
+
+from .files import InputFileError, fingerprint
+
+SPLITS = {"train": datasets.Split.TRAIN, "dev": datasets.Split.VALIDATION, "test": datasets.Split.TEST}
+EVIDENCE_TYPES = {"DIAGNOSTICO": "diagnosis", "PROCEDIMIENTO": "procedure"}
+TASK_FIELDS = {"d": "diagnosis_codes", "p": "procedure_codes"}
+
+
+def normalize_code(code: str) -> str:
+    return code.strip().upper()
+
+
+def _read_tsv(path: Path, columns: int):
+    """(line number, fields) of each non-empty line of a CodiEsp TSV file."""
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such file; a CodiEsp split folder holds {path.name} (original layout).")
+    with open(path, encoding="utf-8") as lines:
+        for line_number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) != columns:
+                raise InputFileError(
+                    f"{path}, line {line_number}: {len(fields)} tab-separated columns, expected {columns}. "
+                    "Is this file from the CodiEsp gold standard, unmodified?"
+                )
+            yield line_number, fields
+
+
+def _parse_spans(positions: str, path: Path, line_number: int) -> list[list[int]]:
+    try:
+        spans = [[int(number) for number in span.split()] for span in positions.split(";")]
+    except ValueError:
+        spans = []
+    if not spans or any(len(span) != 2 or span[0] > span[1] for span in spans):
+        raise InputFileError(f"{path}, line {line_number}: positions must be 'start end' pairs joined by ';'.")
+    return spans
+
+
+def read_original_split(folder: Path, split: str) -> list[dict]:
+    """The documents of one split of a CodiEsp folder in the organisers' layout, by id."""
+    split_folder = folder / split
+    texts_es = {path.stem: path for path in sorted((split_folder / "text_files").glob("*.txt"))}
+    if not texts_es:
+        raise InputFileError(f"{split_folder / 'text_files'}: no .txt files; is {folder} a CodiEsp folder?")
+    records = {}
+    for doc_id, path in texts_es.items():
+        english = split_folder / "text_files_en" / path.name
+        if not english.is_file():
+            raise InputFileError(f"{english}: missing; every Spanish text needs its English translation.")
+        records[doc_id] = {
+            "id": doc_id,
+            "text_es": path.read_text(encoding="utf-8"),
+            "text_en": english.read_text(encoding="utf-8"),
+            "diagnosis_codes": [],
+            "procedure_codes": [],
+            "evidence": [],
+        }
+
+    def document(path, line_number, doc_id):
+        if doc_id not in records:
+            raise InputFileError(
+                f"{path}, line {line_number}: codes for document {doc_id!r}, which has no text in "
+                f"{split_folder / 'text_files'}."
+            )
+        return records[doc_id]
+
+    for letter, field in (("D", "diagnosis_codes"), ("P", "procedure_codes")):
+        path = split_folder / f"{split}{letter}.tsv"
+        for line_number, (doc_id, code) in _read_tsv(path, 2):
+            codes = document(path, line_number, doc_id)[field]
+            if normalize_code(code) not in codes:
+                codes.append(normalize_code(code))
+    path = split_folder / f"{split}X.tsv"
+    for line_number, (doc_id, kind, code, text, positions) in _read_tsv(path, 5):
+        if kind not in EVIDENCE_TYPES:
+            raise InputFileError(f"{path}, line {line_number}: type {kind!r}, expected DIAGNOSTICO or PROCEDIMIENTO.")
+        document(path, line_number, doc_id)["evidence"].append(
+            {"type": EVIDENCE_TYPES[kind], "code": normalize_code(code), "text": text,
+             "spans": _parse_spans(positions, path, line_number)}
+        )
+    without_codes = [doc_id for doc_id, record in records.items() if not record["diagnosis_codes"] + record["procedure_codes"]]
+    if without_codes:
+        raise InputFileError(
+            f"{texts_es[without_codes[0]]}: this text has no code in {split}D.tsv or {split}P.tsv "
+            f"({len(without_codes)} such texts); the texts and the code files do not belong together."
+        )
+    return list(records.values())
+
+
+def shipped_folder() -> Path:
+    return Path(str(resources.files("datasets_scripts") / "data" / "codiesp"))
+
+
+def read_shipped_split(split: str) -> list[dict]:
+    with gzip.open(shipped_folder() / f"{split}.jsonl.gz", "rt", encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines]
+
+
+def write_shipped_split(records: list[dict], path: Path) -> None:
+    """The compact form shipped with the package: one JSON line per document (reproducible gzip)."""
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", filename="", mtime=0) as compressed:
+        for record in records:
+            compressed.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def read_splits(data_dir: str | None) -> dict[str, list[dict]]:
+    if data_dir is None:
+        return {split: read_shipped_split(split) for split in SPLITS}
+    return {split: read_original_split(Path(data_dir).expanduser(), split) for split in SPLITS}
+
+
+def label_set(splits: dict[str, list[dict]], task: str, top_k: int | None, extra_codes=()) -> list[str]:
+    field = TASK_FIELDS[task]
+    if top_k is not None:
+        counts = Counter(code for record in splits["train"] for code in record[field])
+        return sorted(code for code, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top_k])
+    codes = {code for records in splits.values() for record in records for code in record[field]}
+    return sorted(codes | {normalize_code(code) for code in extra_codes})
+
+
+@dataclass
+class CodiespConfig(datasets.BuilderConfig):
+    task: str = "d"
+    top_k: int | None = None
+    language: str = "en"
+    extra_codes: tuple[str, ...] = ()
+    input_fingerprint: str | None = None
+
+
+class Codiesp(datasets.GeneratorBasedBuilder):
+    BUILDER_CONFIG_CLASS = CodiespConfig
+    BUILDER_CONFIGS = [
+        CodiespConfig(name="codiesp-d-50", task="d", top_k=50, description="the 50 most frequent train diagnosis codes"),
+        CodiespConfig(name="codiesp-d", task="d", description="every diagnosis code (ICD-10-CM)"),
+        CodiespConfig(name="codiesp-p", task="p", description="every procedure code (ICD-10-PCS)"),
+    ]
+    DEFAULT_CONFIG_NAME = "codiesp-d-50"
+
+    def __init__(self, *args, data_dir: str | None = None, **kwargs):
+        if kwargs.get("language", "en") not in ("en", "es"):
+            raise ValueError(f"Codiesp: language must be 'en' or 'es', got {kwargs['language']!r}.")
+        if "extra_codes" in kwargs:
+            kwargs["extra_codes"] = tuple(sorted(normalize_code(code) for code in kwargs["extra_codes"]))
+        self.splits = read_splits(data_dir)
+        if data_dir is not None:
+            files = [path for path in Path(data_dir).expanduser().rglob("*") if path.is_file()]
+            kwargs["input_fingerprint"] = fingerprint(files)
+        super().__init__(*args, data_dir=data_dir, **kwargs)
+
+    def _info(self):
+        config = self.config
+        self.codes = label_set(self.splits, config.task, config.top_k, config.extra_codes)
+        features = {
+            "id": datasets.Value("string"),
+            "text": datasets.Value("string"),
+            "labels": datasets.List(datasets.ClassLabel(names=self.codes)),
+            "gold_codes": datasets.List(datasets.Value("string")),
+        }
+        if config.language == "es":
+            features["evidence"] = datasets.List(
+                {"code": datasets.Value("string"), "text": datasets.Value("string"),
+                 "spans": datasets.List(datasets.List(datasets.Value("int32")))}
+            )
+        return datasets.DatasetInfo(
+            description=__doc__,
+            features=datasets.Features(features),
+            homepage="https://doi.org/10.5281/zenodo.3837305",
+            license="CC BY 4.0",
+            citation=(
+                "Miranda-Escalada, A., Gonzalez-Agirre, A., Armengol-Estapé, J., Krallinger, M. Overview of "
+                "automatic clinical coding: annotations, guidelines, and solutions for non-English clinical "
+                "cases at CodiEsp track of CLEF eHealth 2020. CLEF 2020 Working Notes."
+            ),
+        )
+
+    def _split_generators(self, dl_manager):
+        return [
+            datasets.SplitGenerator(name=split_name, gen_kwargs={"records": self.splits[split]})
+            for split, split_name in SPLITS.items()
+        ]
+
+    def _generate_examples(self, records):
+        field = TASK_FIELDS[self.config.task]
+        evidence_type = "diagnosis" if self.config.task == "d" else "procedure"
+        code_set = set(self.codes)
+        for record in records:
+            example = {
+                "id": record["id"],
+                "text": record[f"text_{self.config.language}"],
+                "labels": [code for code in record[field] if code in code_set],
+                "gold_codes": record[field],
+            }
+            if self.config.language == "es":
+                example["evidence"] = [
+                    {"code": row["code"], "text": row["text"], "spans": row["spans"]}
+                    for row in record["evidence"]
+                    if row["type"] == evidence_type
+                ]
+            yield record["id"], example
+
+
+def load_codiesp(config_name: str = "codiesp-d-50", **config_kwargs) -> datasets.DatasetDict:
+    """Builds (or reads from the cache) the train/validation/test splits of CodiEsp."""
+    builder = Codiesp(config_name=config_name, **config_kwargs)
+    builder.download_and_prepare()
+    return builder.as_dataset()
+
+
+def spanish_evidence_terms(codes, train_records: list[dict]) -> dict[str, list[str]]:
+    """Each code's evidence texts in the train split's CodiEsp-X rows, most frequent first (ties in
+    first-seen order). Train only: dev and test evidence must never reach a model's terms."""
+    counts: dict[str, Counter] = {code: Counter() for code in codes}
+    for record in train_records:
+        for row in record["evidence"]:
+            if row["code"] in counts:
+                counts[row["code"]][row["text"].strip()] += 1
+    return {code: [text for text, _ in counter.most_common()] for code, counter in counts.items()}
