@@ -125,6 +125,12 @@ def read_shipped_split(split: str) -> list[dict]:
         return [json.loads(line) for line in lines]
 
 
+def read_background_texts() -> list[str]:
+    """The 2,751 unlabelled English texts of CodiEsp's background set (none is a dev or test text)."""
+    with gzip.open(shipped_folder() / "background.jsonl.gz", "rt", encoding="utf-8") as lines:
+        return [json.loads(line)["text_en"] for line in lines]
+
+
 def write_shipped_split(records: list[dict], path: Path) -> None:
     """The compact form shipped with the package: one JSON line per document (reproducible gzip)."""
     with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", filename="", mtime=0) as compressed:

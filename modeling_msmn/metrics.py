@@ -1,6 +1,109 @@
-"""Metrics of automatic ICD coding, as plain numpy functions."""
+"""Metrics of automatic ICD coding (spec §8), as plain numpy functions.
+
+`probabilities` and `labels` are (documents, codes) arrays; predictions are `probabilities > threshold`.
+AUCs come from the positives' average ranks among sorted scores (ties share their mean rank, as
+in scikit-learn), so MIMIC-III full scale (3,372 × 8,929) takes seconds, not sklearn's minutes.
+"""
 
 import numpy as np
+
+
+def _auc_from_sorted(sorted_scores: np.ndarray, positive_scores: np.ndarray) -> float:
+    """Mann–Whitney AUC: the positives' average ranks (ties share their mean rank) among all scores."""
+    below = np.searchsorted(sorted_scores, positive_scores, side="left")
+    up_to = np.searchsorted(sorted_scores, positive_scores, side="right")
+    positives, negatives = len(positive_scores), len(sorted_scores) - len(positive_scores)
+    rank_sum = ((below + up_to + 1) / 2).sum()
+    return float((rank_sum - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def roc_auc_per_column(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """ROC-AUC of each column (NaN where a column lacks positives or negatives)."""
+    labels_by_column = np.ascontiguousarray(labels.T, dtype=bool)
+    scores_by_column = np.ascontiguousarray(scores.T)
+    sorted_by_column = np.sort(scores_by_column, axis=1)
+    auc = np.full(len(labels_by_column), np.nan)
+    positives = labels_by_column.sum(axis=1)
+    for column in np.flatnonzero((positives > 0) & (positives < labels.shape[0])):
+        positive_scores = scores_by_column[column][labels_by_column[column]]
+        auc[column] = _auc_from_sorted(sorted_by_column[column], positive_scores)
+    return auc
+
+
+def micro_roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    labels, scores = labels.ravel().astype(bool), scores.ravel()
+    if labels.all() or not labels.any():
+        return float("nan")
+    return _auc_from_sorted(np.sort(scores), scores[labels])
+
+
+def precision_at_k(labels: np.ndarray, scores: np.ndarray, k: int) -> tuple[float, float]:
+    """(P@k, R@k): mean over documents of hits among the k top-scored codes (ties: lower code index
+    first), divided by k (by the document's number of gold codes for R@k; 0 without gold codes)."""
+    labels = labels.astype(bool)
+    kth_score = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]  # (documents, 1)
+    above, tied = scores > kth_score, scores == kth_score
+    # of the tied codes, the first (k − #above) by index make the top k
+    tied_taken = tied & (np.cumsum(tied, axis=1) <= k - above.sum(axis=1, keepdims=True))
+    hits = (labels & (above | tied_taken)).sum(axis=1)
+    gold = labels.sum(axis=1)
+    recall = np.divide(hits, gold, out=np.zeros(len(hits)), where=gold > 0)
+    return float(np.mean(hits / k)), float(np.mean(recall))
+
+
+def tune_threshold(probabilities: np.ndarray, labels: np.ndarray) -> float:
+    """The one global threshold that maximises micro-F1 (predict `probability > threshold`).
+
+    Cutting between consecutive distinct scores v_(i−1) < v_i predicts every score ≥ v_i:
+    F1 = 2·TP / (predicted + positives); the threshold lies midway between the two scores.
+    """
+    scores, labels = probabilities.ravel(), labels.ravel().astype(bool)
+    ascending = np.sort(scores)
+    positive_ascending = np.sort(scores[labels])
+    starts = np.flatnonzero(np.append(True, ascending[1:] > ascending[:-1]))  # first index of each distinct score
+    predicted = len(ascending) - starts
+    true_positives = len(positive_ascending) - np.searchsorted(positive_ascending, ascending[starts], side="left")
+    f1 = 2 * true_positives / (predicted + len(positive_ascending))
+    best = int(np.argmax(f1))
+    below = ascending[starts[best] - 1] if starts[best] > 0 else 0.0
+    return float((ascending[starts[best]] + below) / 2)
+
+
+def icd_metrics(probabilities: np.ndarray, labels: np.ndarray, threshold: float, ks=(5, 8, 15)) -> dict[str, float]:
+    """Spec §8: micro/macro AUC, micro P/R/F1, macro-F1 (CAML's, and the mean of per-code F1), P@k, R@k."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(labels).astype(bool)
+    if probabilities.shape != labels.shape or probabilities.ndim != 2:
+        raise ValueError(f"icd_metrics: probabilities {probabilities.shape} and labels {labels.shape} must be equal (documents, codes).")
+    predictions = probabilities > threshold
+    true_positives = (predictions & labels).sum(axis=0)
+    predicted, gold = predictions.sum(axis=0), labels.sum(axis=0)
+
+    micro_precision = true_positives.sum() / max(predicted.sum(), 1)
+    micro_recall = true_positives.sum() / max(gold.sum(), 1)
+    macro_precision = np.mean(true_positives / (predicted + 1e-10))
+    macro_recall = np.mean(true_positives / (gold + 1e-10))
+    per_code_f1 = np.divide(2 * true_positives, predicted + gold, out=np.zeros(len(gold)), where=(predicted + gold) > 0)
+    per_code_auc = roc_auc_per_column(labels, probabilities)
+
+    def harmonic(p, r):
+        return float(2 * p * r / (p + r)) if p + r > 0 else 0.0
+
+    metrics = {
+        "macro_auc": float(np.nanmean(per_code_auc)) if np.any(~np.isnan(per_code_auc)) else float("nan"),
+        "micro_auc": micro_roc_auc(labels, probabilities),
+        "macro_f1": harmonic(macro_precision, macro_recall),
+        "micro_f1": harmonic(micro_precision, micro_recall),
+        "macro_precision": float(macro_precision),
+        "macro_recall": float(macro_recall),
+        "micro_precision": float(micro_precision),
+        "micro_recall": float(micro_recall),
+        "mean_per_code_f1": float(per_code_f1.mean()),
+    }
+    for k in ks:
+        if k <= labels.shape[1]:
+            metrics[f"precision_at_{k}"], metrics[f"recall_at_{k}"] = precision_at_k(labels, probabilities, k)
+    return metrics
 
 
 def mean_average_precision(scores: np.ndarray, gold: list[list[int]], num_gold: list[int] | None = None) -> float:

@@ -1,18 +1,25 @@
-"""train.py end to end through its command line: it learns, saves a loadable folder, rejects bad input."""
+"""train.py: R-Drop, learning, the CodiEsp default, reload, torchrun, resume, Hub push, bad input."""
 
 import gzip
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import train  # noqa: E402
+
 SIGNALS = {  # each code is signalled by its own words, which its terms share
     "I10": (["hypertension", "elevated blood pressure"], ["hypertension", "pressure"]),
     "J18.9": (["pneumonia", "lung infection"], ["pneumonia", "infiltrate"]),
@@ -21,6 +28,8 @@ SIGNALS = {  # each code is signalled by its own words, which its terms share
     "N39.0": (["urinary tract infection", "cystitis"], ["urinary", "dysuria"]),
 }
 FILLER = "patient was admitted seen today history of the with and no acute distress plan follow up clinic".split()
+TINY_MODEL = ["--rnn_dim", "32", "--hidden_size", "32", "--embedding_dim", "16", "--num_synonyms", "2",
+              "--learning_rate", "5e-3", "--seed", "0", "--word2vec_epochs", "2"]
 
 
 def synthetic_notes(count, seed):
@@ -41,65 +50,223 @@ def write_jsonl(path, notes):
         file.writelines(json.dumps(note) + "\n" for note in notes)
 
 
+def run(command, cwd, **kwargs):
+    environment = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=environment, **kwargs)
+
+
 def run_train(*arguments, cwd):
-    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *arguments], capture_output=True, text=True, cwd=cwd, env=environment)
-
-
-TINY_MODEL = ["--rnn_dim", "32", "--hidden_size", "32", "--embedding_dim", "16", "--num_synonyms", "2",
-              "--per_device_train_batch_size", "8", "--learning_rate", "5e-3", "--seed", "0"]
+    return run([sys.executable, str(ROOT / "train.py"), *arguments], cwd)
 
 
 @pytest.fixture
 def corpus(tmp_path):
     write_jsonl(tmp_path / "train.jsonl.gz", synthetic_notes(160, seed=1))
     write_jsonl(tmp_path / "dev.jsonl.gz", synthetic_notes(40, seed=2))
+    write_jsonl(tmp_path / "test.jsonl.gz", synthetic_notes(60, seed=3))
     (tmp_path / "code_terms.json").write_text(json.dumps({code: terms for code, (terms, _) in SIGNALS.items()}))
     return tmp_path
 
 
-def test_train_learns_and_saves_loadable_folder(corpus):
-    result = run_train(
-        "--train_file", "train.jsonl.gz", "--validation_file", "dev.jsonl.gz", "--code_terms", "code_terms.json",
-        "--output_dir", "out", "--num_train_epochs", "20", *TINY_MODEL, cwd=corpus,
-    )
+FILES = ["--train_file", "train.jsonl.gz", "--validation_file", "dev.jsonl.gz", "--test_file", "test.jsonl.gz",
+         "--code_terms", "code_terms.json"]
+
+
+def test_rdrop_kl_forms_by_hand():
+    first, second = torch.randn(3, 5), torch.randn(3, 5)
+    p, q = F.softmax(first, -1), F.softmax(second, -1)
+    reference = ((p * (p.log() - q.log())).mean() + (q * (q.log() - p.log())).mean()) / 2
+    torch.testing.assert_close(train.rdrop_kl(first, second, "reference"), reference)
+    a, b = torch.sigmoid(first), torch.sigmoid(second)
+    bernoulli = (a * (a / b).log() + (1 - a) * ((1 - a) / (1 - b)).log() + b * (b / a).log() + (1 - b) * ((1 - b) / (1 - a)).log()) / 2
+    torch.testing.assert_close(train.rdrop_kl(first, second, "bernoulli"), bernoulli.mean())
+    assert train.rdrop_kl(first, first, "reference") == 0 and train.rdrop_kl(first, first, "bernoulli").abs() < 1e-7
+
+
+def test_rdrop_loss_uses_two_dropout_passes(tokenizer):
+    from conftest import CODES, NOTES, make_model
+
+    model = make_model(tokenizer).train()
+    inputs = tokenizer(NOTES, padding=True, return_tensors="pt")
+    labels = torch.zeros(len(NOTES), len(CODES))
+    labels[0, 1] = 1
+    trainer = train.RDropTrainer.__new__(train.RDropTrainer)
+    trainer.args = train.MSMNTrainingArguments(output_dir="unused", rdrop_alpha=5.0)
+    torch.manual_seed(0)
+    loss = trainer.compute_loss(model, {**inputs, "labels": labels})
+    torch.manual_seed(0)
+    first, second = model(**{k: torch.cat([v, v]) for k, v in inputs.items()}).logits.chunk(2)
+    assert not torch.allclose(first, second)  # different dropout masks
+    expected = (F.binary_cross_entropy_with_logits(first, labels) + F.binary_cross_entropy_with_logits(second, labels)) / 2
+    expected = expected + 5.0 * train.rdrop_kl(first, second, "reference")
+    torch.testing.assert_close(loss, expected)
+
+
+def test_learns_planted_codes_and_saves_threshold(corpus):
+    # The full default loss (R-Drop, α = 5) on a small model: 64 wide learns in 20 epochs, 32 needs more.
+    result = run_train(*FILES, "--output_dir", "out", "--num_train_epochs", "20", "--per_device_train_batch_size", "8",
+                       *TINY_MODEL, "--rnn_dim", "64", "--hidden_size", "64", "--embedding_dim", "32",
+                       "--learning_rate", "1e-2", cwd=corpus)
     assert result.returncode == 0, result.stderr[-3000:]
     for note in synthetic_notes(3, seed=2):  # note text never reaches the logs
         assert note["text"] not in result.stdout + result.stderr
-    folder = corpus / "out"
-    assert {"model.safetensors", "config.json", "tokenizer.json", "modeling_msmn.py"} <= set(os.listdir(folder))
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
-    model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
-    codes = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    assert codes == sorted(SIGNALS)
+    results = json.loads((corpus / "out" / "test_results.json").read_text())
+    assert results["micro_f1"] >= 0.9, results
+    config = json.loads((corpus / "out" / "config.json").read_text())
+    assert config["threshold"] == results["threshold"] and config["threshold"] != 0.5
 
-    test_notes = synthetic_notes(60, seed=3)
-    with torch.no_grad():
-        logits = model(**tokenizer([n["text"] for n in test_notes], padding=True, return_tensors="pt")).logits
-    predicted = torch.sigmoid(logits) > model.config.threshold
-    gold = torch.tensor([[code in n["labels"] for code in codes] for n in test_notes])
-    true_positives = (predicted & gold).sum().item()
-    micro_f1 = 2 * true_positives / (predicted.sum().item() + gold.sum().item())
-    assert micro_f1 >= 0.9, micro_f1
+
+def test_codiesp_slice_end_to_end_and_reload(tmp_path):
+    result = run_train("--preset", "codiesp-d-50", "--max_train_samples", "40", "--max_eval_samples", "24",
+                       "--num_train_epochs", "1", "--output_dir", "out", *TINY_MODEL, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| AUC macro | AUC micro | F1 macro | F1 micro | P@5 |" in result.stdout
+    folder = tmp_path / "out"
+    results = json.loads((folder / "test_results.json").read_text())
+    assert {"macro_auc", "micro_f1", "precision_at_5", "map", "threshold"} <= set(results)
+    assert not list(folder.glob("*.bin")) and (folder / "training_args.json").is_file()  # no pickle
+    card = (folder / "README.md").read_text()
+    assert "model-index:" in card and "CodiEsp" in card and "{type: precision_at_5, value:" in card
+    assert "PhysioNet" not in card
+
+    # A fresh process reloads the folder and reproduces the test results exactly.
+    script = f"""
+import json, sys, torch
+sys.path.insert(0, {str(ROOT)!r})
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from datasets_scripts.codiesp import load_codiesp
+from modeling_msmn.metrics import icd_metrics, mean_average_precision
+tokenizer = AutoTokenizer.from_pretrained("out", trust_remote_code=True)
+model = AutoModelForSequenceClassification.from_pretrained("out", trust_remote_code=True).eval()
+test = load_codiesp("codiesp-d-50")["test"].select(range(24))
+names = test.features["labels"].feature.names
+codes = [model.config.id2label[i] for i in range(model.config.num_labels)]
+assert codes == names
+with torch.no_grad():
+    logits = torch.cat([model(**tokenizer(test["text"][i:i + 8], padding=True, truncation=True, return_tensors="pt")).logits
+                        for i in range(0, 24, 8)])
+probabilities = torch.sigmoid(logits).numpy()
+labels = torch.zeros(24, len(codes), dtype=torch.bool)
+for row, document in enumerate(test["labels"]):
+    labels[row, document] = True
+metrics = icd_metrics(probabilities, labels.numpy(), model.config.threshold)
+metrics["map"] = mean_average_precision(probabilities, test["labels"], [len(g) for g in test["gold_codes"]])
+print(json.dumps(metrics))
+"""
+    reloaded = run([sys.executable, "-c", script], tmp_path)
+    assert reloaded.returncode == 0, reloaded.stderr[-3000:]
+    metrics = json.loads(reloaded.stdout.strip().splitlines()[-1])
+    for key in ("micro_f1", "macro_auc", "precision_at_5", "map"):
+        assert metrics[key] == pytest.approx(results[key], abs=1e-6), key
+
+
+def final_state(folder):
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+def test_torchrun_two_processes_match_one(corpus):
+    write_jsonl(corpus / "small.jsonl.gz", synthetic_notes(16, seed=4))
+    common = ["--train_file", "small.jsonl.gz", "--validation_file", "dev.jsonl.gz", "--test_file", "test.jsonl.gz",
+              "--code_terms", "code_terms.json", "--num_train_epochs", "3", "--embedding_dropout", "0",
+              "--lstm_dropout", "0", "--representation_dropout", "0", *TINY_MODEL, "--save_strategy", "no",
+              "--load_best_model_at_end", "false", "--eval_strategy", "no",
+              # plain SGD without clipping: a mis-scaled loss would change the update (Adam would hide it)
+              "--optim", "sgd", "--learning_rate", "0.5", "--max_grad_norm", "0"]
+    single = run_train(*common, "--output_dir", "single", "--per_device_train_batch_size", "16", cwd=corpus)
+    assert single.returncode == 0, single.stderr[-3000:]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", str(ROOT / "train.py")]
+    double = run([*torchrun, *common, "--output_dir", "double", "--per_device_train_batch_size", "8", "--ddp_backend", "gloo"],
+                 corpus, timeout=600)
+    assert double.returncode == 0, double.stderr[-3000:]
+    one, two = final_state(corpus / "single"), final_state(corpus / "double")
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-5)
+    results_one = json.loads((corpus / "single" / "test_results.json").read_text())
+    results_two = json.loads((corpus / "double" / "test_results.json").read_text())
+    assert results_two["micro_auc"] == pytest.approx(results_one["micro_auc"], abs=1e-4)
+
+
+def test_resume_ends_like_an_uninterrupted_run(corpus):
+    common = [*FILES, "--num_train_epochs", "4", "--per_device_train_batch_size", "16", "--save_total_limit", "10",
+              *TINY_MODEL]
+    whole = run_train(*common, "--output_dir", "whole", cwd=corpus)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    checkpoints = sorted((corpus / "whole").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    halfway = checkpoints[1]  # the state after epoch 2, as a run killed during epoch 3 would leave it
+    resumed = run_train(*common, "--output_dir", "resumed", "--resume_from_checkpoint", str(halfway), cwd=corpus)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert json.loads((corpus / "resumed" / "test_results.json").read_text()) == json.loads(
+        (corpus / "whole" / "test_results.json").read_text())
+
+
+def test_killed_run_keeps_its_saved_checkpoints(corpus):
+    command = [sys.executable, str(ROOT / "train.py"), *FILES, "--output_dir", "killed", "--num_train_epochs", "200",
+               "--save_total_limit", "3", *TINY_MODEL]
+    process = subprocess.Popen(command, cwd=corpus, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list((corpus / "killed").glob("checkpoint-*/trainer_state.json"))) < 2:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved = list((corpus / "killed").glob("checkpoint-*/trainer_state.json"))
+    assert saved, "no checkpoint was written before the kill"
+    for state in saved:
+        AutoModelForSequenceClassification.from_pretrained(state.parent, trust_remote_code=True)
+        AutoTokenizer.from_pretrained(state.parent, trust_remote_code=True)
+
+
+def test_push_to_hub_uploads_a_loadable_folder(corpus, monkeypatch, tmp_path):
+    from huggingface_hub import HfApi
+
+    created, uploaded = [], []
+
+    def fake_create_commit(self, repo_id, operations=None, **kwargs):
+        uploaded.extend(operations)
+
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kwargs: created.append((repo_id, kwargs)))
+    monkeypatch.setattr(HfApi, "create_commit", fake_create_commit)
+    monkeypatch.chdir(corpus)
+    train.main([*FILES, "--output_dir", "pushed", "--num_train_epochs", "1", *TINY_MODEL, "--push_to_hub",
+                "--hub_model_id", "someone/msmn-test", "--save_strategy", "no", "--load_best_model_at_end", "false"])
+    assert created == [("someone/msmn-test", {"private": None, "exist_ok": True})]
+    names = {operation.path_in_repo for operation in uploaded}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "modeling_msmn.py",
+            "configuration_msmn.py", "README.md", "test_results.json"} <= names
+    assert not any(name.startswith("checkpoint-") for name in names)
+    copy = tmp_path / "downloaded"
+    copy.mkdir()
+    for operation in uploaded:
+        (copy / operation.path_in_repo).parent.mkdir(parents=True, exist_ok=True)
+        (copy / operation.path_in_repo).write_bytes(Path(operation.path_or_fileobj).read_bytes())
+    model = AutoModelForSequenceClassification.from_pretrained(copy, trust_remote_code=True)
+    assert model.config.num_labels == len(SIGNALS)
 
 
 def test_bad_inputs_fail_before_training(corpus):
+    result = run_train("--preset", "mimic3-75", cwd=corpus)
+    assert result.returncode != 0 and "--preset 'mimic3-75' is unknown" in result.stderr
+    (corpus / "empty_mimic").mkdir()
+    result = run_train("--preset", "mimic3-50", "--data_dir", "empty_mimic", "--code_terms", "code_terms.json", cwd=corpus)
+    assert "neither NOTEEVENTS.csv nor NOTEEVENTS.csv.gz" in result.stderr
+    result = run_train("--preset", "mimic3-50", cwd=corpus)
+    assert "MIMIC-III needs --data_dir" in result.stderr
+
     base = ["--code_terms", "code_terms.json", "--output_dir", "out", *TINY_MODEL]
     result = run_train("--train_file", "missing.jsonl", *base, cwd=corpus)
-    assert result.returncode != 0 and "missing.jsonl: no such file" in result.stderr
-
+    assert "missing.jsonl: no such file" in result.stderr
     secret = "Patient Jane Doe has a secret history"
     (corpus / "unknown.jsonl").write_text(json.dumps({"text": secret, "labels": ["I10"]}) + "\n"
                                           + json.dumps({"text": secret, "labels": ["Z99.9"]}) + "\n")
     result = run_train("--train_file", "unknown.jsonl", *base, cwd=corpus)
     assert "unknown.jsonl, line 2: codes ['Z99.9'] are not in the code terms file" in result.stderr
     assert secret not in result.stdout + result.stderr
-
     (corpus / "broken.jsonl").write_text('{"text": "Jane Doe", "labels": ["I10"]}\n{"text": "Jane Doe", \n')
     result = run_train("--train_file", "broken.jsonl", *base, cwd=corpus)
     assert "broken.jsonl, line 2: not valid JSON" in result.stderr and "Jane Doe" not in result.stderr
-
     (corpus / "empty.jsonl").write_text("\n")
-    result = run_train("--train_file", "empty.jsonl", *base, cwd=corpus)
+    result = run_train("--train_file", "train.jsonl.gz", "--validation_file", "empty.jsonl", *base, cwd=corpus)
     assert "empty.jsonl: holds no notes" in result.stderr
     assert not (corpus / "out").exists()
