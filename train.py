@@ -70,6 +70,7 @@ class DataArguments:
     min_count: int = field(default=1, metadata={"help": "minimum count of a training-note word in the vocabulary"})
     word2vec: Path | None = field(default=None, metadata={"help": "pre-trained gensim model or word2vec text file"})
     word2vec_epochs: int = 10
+    term_seed: int = field(default=0, metadata={"help": "seed of each code's choice of synonyms; -1 keeps their order"})
     word2vec_background: bool = field(
         default=True, metadata={"help": "CodiEsp, English: train word2vec on the 2,751 unlabelled background texts too"}
     )
@@ -77,19 +78,20 @@ class DataArguments:
 
 @dataclass
 class ModelArguments:
-    num_synonyms: int = field(default=4, metadata={"help": "M: terms per code and attention heads"})
-    rnn_dim: int = 512
-    num_lstm_layers: int = 1
-    hidden_size: int = 512
-    embedding_dim: int = 100
-    term_length: int = 30
-    max_note_tokens: int = 4000
-    embedding_dropout: float = 0.2
-    lstm_dropout: float = 0.1
-    representation_dropout: float = 0.2
-    score_function: str = "reference"
-    mask_synonym_padding: bool = False
-    term_seed: int = field(default=0, metadata={"help": "seed of each code's choice of synonyms; -1 keeps their order"})
+    """MSMNConfig's architecture settings (spec §3–6); one not given keeps the config's default."""
+
+    num_synonyms: int | None = field(default=None, metadata={"help": "M: terms per code and attention heads"})
+    rnn_dim: int | None = None
+    num_lstm_layers: int | None = None
+    hidden_size: int | None = None
+    embedding_dim: int | None = None
+    term_length: int | None = None
+    max_note_tokens: int | None = None
+    embedding_dropout: float | None = None
+    lstm_dropout: float | None = None
+    representation_dropout: float | None = None
+    score_function: str | None = None
+    mask_synonym_padding: bool | None = None
 
 
 @dataclass
@@ -396,7 +398,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, at the end
     set_seed(training_args.seed)
 
-    dataset, codes, code_terms = load_data(data_args, model_args.num_synonyms)
+    architecture = {name: value for name, value in vars(model_args).items() if value is not None}
+    settings = MSMNConfig(**architecture)  # the defaults, overridden by the given settings, validated
+    dataset, codes, code_terms = load_data(data_args, settings.num_synonyms)
     if "validation" not in dataset:
         training_args.eval_strategy, training_args.load_best_model_at_end = "no", False
     selection = training_args.metric_for_best_model or ""
@@ -410,18 +414,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     term_words = [word for code in codes for term in code_terms[code] for word in split_words(term)]
     train_texts = dataset["train"]["text"]
     vocab = build_vocabulary(train_texts, data_args.min_count, term_words)
-    tokenizer = build_tokenizer(vocab, model_max_length=model_args.max_note_tokens)
-    term_ids, terms = build_code_term_ids(tokenizer, codes, code_terms, model_args.num_synonyms, model_args.term_length,
-                                          None if model_args.term_seed < 0 else model_args.term_seed)
+    tokenizer = build_tokenizer(vocab, model_max_length=settings.max_note_tokens)
+    term_ids, terms = build_code_term_ids(tokenizer, codes, code_terms, settings.num_synonyms, settings.term_length,
+                                          None if data_args.term_seed < 0 else data_args.term_seed)
     config = MSMNConfig(
-        vocab_size=len(vocab), pad_token_id=tokenizer.pad_token_id, embedding_dim=model_args.embedding_dim,
-        rnn_dim=model_args.rnn_dim, num_lstm_layers=model_args.num_lstm_layers, hidden_size=model_args.hidden_size,
-        num_synonyms=model_args.num_synonyms, term_length=model_args.term_length,
-        max_note_tokens=model_args.max_note_tokens, embedding_dropout=model_args.embedding_dropout,
-        lstm_dropout=model_args.lstm_dropout, representation_dropout=model_args.representation_dropout,
-        score_function=model_args.score_function, mask_synonym_padding=model_args.mask_synonym_padding,
-        id2label=dict(enumerate(codes)), code_term_ids=term_ids, code_terms=terms,
-        code_descriptions=[code_terms[code][0] for code in codes],
+        **architecture, vocab_size=len(vocab), pad_token_id=tokenizer.pad_token_id, id2label=dict(enumerate(codes)),
+        code_term_ids=term_ids, code_terms=terms, code_descriptions=[code_terms[code][0] for code in codes],
     )
     model = MSMNForSequenceClassification(config)
     word2vec_texts = list(train_texts)
@@ -429,13 +427,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         from datasets_scripts.codiesp import read_background_texts
 
         word2vec_texts += read_background_texts()
-    vectors = word2vec_vectors(data_args, tokenizer, word2vec_texts, model_args.embedding_dim, training_args.seed)
-    model.set_word_embeddings(embedding_matrix(vectors, vocab, model_args.embedding_dim, training_args.seed))
+    vectors = word2vec_vectors(data_args, tokenizer, word2vec_texts, config.embedding_dim, training_args.seed)
+    model.set_word_embeddings(embedding_matrix(vectors, vocab, config.embedding_dim, training_args.seed))
 
     code_index = config.label2id
 
     def encode(batch):
-        encoded = tokenizer(batch["text"], truncation=True, max_length=model_args.max_note_tokens)
+        encoded = tokenizer(batch["text"], truncation=True, max_length=config.max_note_tokens)
         encoded["labels"] = []
         for document_codes in batch["labels"]:
             multi_hot = np.zeros(len(codes), dtype=np.float32)
