@@ -33,7 +33,8 @@ class MSMNConfig(PreTrainedConfig):
         mask_synonym_padding: max-pool code terms over their real tokens only (the reference pools
             over padding positions too).
         attention_memory_budget_mb: when the attention score tensor of a batch (B×M×C×N floats)
-            would exceed this many MiB, codes are processed in chunks with activation checkpointing.
+            would exceed this many MiB, codes are processed in chunks (each recomputing its attention
+            weights in the backward pass rather than storing them).
         code_term_ids: token ids of the code terms, C·M rows of `term_length` ids, code-major
             (row c·M + j is term j of code c); see `build_code_term_ids`.
         code_terms: the M term strings of each code (description first), aligned with `code_term_ids`.
