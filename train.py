@@ -485,7 +485,7 @@ def render_model_card(config: MSMNConfig, results: dict[str, float], data_args: 
     codes = [config.id2label[i] for i in range(config.num_labels)]
     template = Template((Path(__file__).parent / "model_card.md").read_text(encoding="utf-8"))
     return template.substitute(
-        license="other" if on_mimic else "apache-2.0",
+        license={"codiesp": "cc-by-4.0", "mimic3": "other"}.get(data_args.dataset, "apache-2.0"),  # follows the data
         language="es" if data_args.language == "es" else "en",
         dataset_id={"codiesp": "bigbio/codiesp", "mimic3": "physionet/mimiciii"}.get(data_args.dataset, "custom"),
         dataset_name=dataset_name, dataset_description=description, model_name=Path(repo).name,

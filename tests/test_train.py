@@ -127,6 +127,7 @@ def test_codiesp_slice_end_to_end_and_reload(tmp_path):
     assert not list(folder.glob("*.bin")) and (folder / "training_args.json").is_file()  # no pickle
     card = (folder / "README.md").read_text()
     assert "model-index:" in card and "CodiEsp" in card and "{type: precision_at_5, value:" in card
+    assert "license: cc-by-4.0" in card  # the weights follow the data's licence
     assert "PhysioNet" not in card
 
     # A fresh process reloads the folder and reproduces the test results exactly.
