@@ -219,12 +219,6 @@ def load_data(args: DataArguments, num_synonyms: int) -> tuple[DatasetDict, list
 # ----------------------------------------------------------------------------- embeddings
 
 
-def note_words(tokenizer, text: str) -> list[str]:
-    """The words of `text` exactly as the saved tokenizer looks them up."""
-    backend = tokenizer.backend_tokenizer
-    return [word for word, _ in backend.pre_tokenizer.pre_tokenize_str(backend.normalizer.normalize_str(text))]
-
-
 def word2vec_vectors(args: DataArguments, tokenizer, texts: list[str], embedding_dim: int, seed: int):
     """Word2vec CBOW vectors (spec §2) trained on the training notes, cached by their content; or
     those of a given gensim model / word2vec text file."""
@@ -246,7 +240,7 @@ def word2vec_vectors(args: DataArguments, tokenizer, texts: list[str], embedding
     if cache.is_file():
         logger.info("word2vec: vectors read from the cache %s", cache)
         return KeyedVectors.load(str(cache))
-    sentences = [note_words(tokenizer, text) for text in texts]
+    sentences = [split_words(text, tokenizer) for text in texts]  # as the saved tokenizer splits them
     model = Word2Vec(sentences, vector_size=embedding_dim, window=5, min_count=args.min_count, sg=0,
                      epochs=args.word2vec_epochs, seed=seed, workers=1)
     cache.parent.mkdir(parents=True, exist_ok=True)

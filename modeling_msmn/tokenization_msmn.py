@@ -116,9 +116,10 @@ def _word_splitter() -> Tokenizer:
     return _backend_tokenizer({UNK_TOKEN: 0}, UNK_TOKEN)
 
 
-def split_words(text: str) -> list[str]:
-    """The tokens of `text` under spec §1 (what the tokenizer looks up in its vocabulary)."""
-    splitter = _word_splitter()
+def split_words(text: str, tokenizer: PreTrainedTokenizerFast | None = None) -> list[str]:
+    """The tokens of `text` under spec §1 (what the tokenizer looks up in its vocabulary), as
+    `tokenizer`'s own normalizer and pre-tokenizer split it (by default, those built here)."""
+    splitter = _word_splitter() if tokenizer is None else tokenizer.backend_tokenizer
     normalized = splitter.normalizer.normalize_str(text)
     return [word for word, _ in splitter.pre_tokenizer.pre_tokenize_str(normalized)]
 
