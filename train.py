@@ -33,6 +33,7 @@ from transformers.training_args import ParallelMode
 
 from modeling_msmn import MSMNConfig, MSMNForSequenceClassification, build_code_term_ids, build_tokenizer
 from modeling_msmn import build_vocabulary, split_words
+from datasets_scripts.files import InputFileError
 from modeling_msmn.metrics import icd_metrics, mean_average_precision, tune_threshold
 
 logger = logging.getLogger("msmn.train")
@@ -533,5 +534,5 @@ def push_folder(folder: Path, args: TrainingArguments) -> None:
 if __name__ == "__main__":
     try:
         main()
-    except InputError as error:
+    except (InputError, InputFileError) as error:  # ours, and the data builders' (missing or malformed files)
         sys.exit(f"error: {error}")

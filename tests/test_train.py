@@ -252,6 +252,7 @@ def test_bad_inputs_fail_before_training(corpus):
     (corpus / "empty_mimic").mkdir()
     result = run_train("--preset", "mimic3-50", "--data_dir", "empty_mimic", "--code_terms", "code_terms.json", cwd=corpus)
     assert "neither NOTEEVENTS.csv nor NOTEEVENTS.csv.gz" in result.stderr
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr  # a message, not a crash
     result = run_train("--preset", "mimic3-50", cwd=corpus)
     assert "MIMIC-III needs --data_dir" in result.stderr
 
