@@ -80,11 +80,15 @@ class MimicIII(datasets.GeneratorBasedBuilder):
             )
         folder = Path(data_dir).expanduser()
         self.input_paths = {name: find_input(folder, name) for name in INPUT_FILES}
+        self._codes_by_admissions = {}  # hadm_id set → its admissions' codes, read once per builder
         kwargs["input_fingerprint"] = fingerprint(list(self.input_paths.values()))
         super().__init__(*args, data_dir=str(folder), **kwargs)
 
-    def _admission_codes(self, hadm_ids: set[int]) -> dict[int, list[str]]:
-        """The CAML-formatted diagnosis and procedure codes of each listed admission, in file order."""
+    def _admission_codes(self, hadm_ids: frozenset[int]) -> dict[int, list[str]]:
+        """The CAML-formatted diagnosis and procedure codes of each listed admission, in file order.
+        Read once: the full setting needs them for its code list (`_info`) and for its labels."""
+        if hadm_ids in self._codes_by_admissions:
+            return self._codes_by_admissions[hadm_ids]
         codes = defaultdict(list)
         for name, is_diagnosis in (("DIAGNOSES_ICD.csv", True), ("PROCEDURES_ICD.csv", False)):
             for _, row in read_csv_rows(self.input_paths[name], ["HADM_ID", "ICD9_CODE"]):
@@ -92,12 +96,13 @@ class MimicIII(datasets.GeneratorBasedBuilder):
                     code = format_icd9_code(row["ICD9_CODE"], is_diagnosis)
                     if code not in codes[int(row["HADM_ID"])]:
                         codes[int(row["HADM_ID"])].append(code)
+        self._codes_by_admissions[hadm_ids] = codes
         return codes
 
     def _code_list(self) -> list[str]:
         if self.config.setting == "50":
             return sorted(top50_codes())
-        hadm_ids = {hadm_id for ids in split_hadm_ids("full").values() for hadm_id in ids}
+        hadm_ids = frozenset(hadm_id for ids in split_hadm_ids("full").values() for hadm_id in ids)
         return sorted({code for codes in self._admission_codes(hadm_ids).values() for code in codes})
 
     def _info(self):
@@ -130,7 +135,7 @@ class MimicIII(datasets.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         split_ids = split_hadm_ids(self.config.setting)
-        listed = {hadm_id for ids in split_ids.values() for hadm_id in ids}
+        listed = frozenset(hadm_id for ids in split_ids.values() for hadm_id in ids)
         code_set = set(self.codes)
         admission_codes = self._admission_codes(listed)
         notes = self._discharge_summaries(listed)

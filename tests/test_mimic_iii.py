@@ -163,3 +163,13 @@ def test_bad_inputs_name_file_line_and_fix(mimic_dir, tmp_path):
     shutil.rmtree(mimic_dir)
     with pytest.raises(InputFileError, match="MIMIC-III v1.4"):
         build()
+
+
+def test_full_build_reads_the_code_tables_once(mimic_dir, tmp_path, monkeypatch):
+    import datasets_scripts.mimic_iii as mimic_iii
+
+    reads = []
+    original = mimic_iii.read_csv_rows
+    monkeypatch.setattr(mimic_iii, "read_csv_rows", lambda path, *a, **k: reads.append(path.name) or original(path, *a, **k))
+    load_mimic_iii(str(mimic_dir), "mimic3-full", check_split_sizes=False, cache_dir=str(tmp_path / "cache"))
+    assert sorted(reads) == ["DIAGNOSES_ICD.csv", "NOTEEVENTS.csv.gz", "PROCEDURES_ICD.csv"]
