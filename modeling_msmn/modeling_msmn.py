@@ -10,7 +10,9 @@ Data flow, top to bottom (spec `msmn.md` §3–6):
 B notes, N tokens, C codes, M synonyms per code (= attention heads), d hidden size.
 """
 
+import inspect
 import math
+import shutil
 from dataclasses import dataclass
 
 import torch
@@ -176,16 +178,20 @@ class MSMNMultiSynonymAttention(nn.Module):
         self.synonym_projection = nn.Linear(config.hidden_size, self.head_dim)  # W_Q, shared by all synonyms
         self.representation_dropout = nn.Dropout(config.representation_dropout)
 
+    def note_keys(self, note_states: torch.Tensor) -> torch.Tensor:
+        # Z = tanh(W_H H + b_H) split into heads: (B, N, d) → (B, M, N, d/M)
+        batch_size, num_tokens, _ = note_states.shape
+        note_keys = torch.tanh(self.note_projection(note_states))
+        return note_keys.view(batch_size, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
+
     def forward(
         self, note_states: torch.Tensor, attention_mask: torch.Tensor, synonym_queries: torch.Tensor
     ) -> torch.Tensor:
         # note_states: (B, N, d); attention_mask: (B, N); synonym_queries: (C, M, d/M) → (B, C, d)
         batch_size, num_tokens, _ = note_states.shape
         num_codes = synonym_queries.shape[0]
-        note_keys = torch.tanh(self.note_projection(note_states))
-        note_keys = note_keys.view(batch_size, num_tokens, self.num_heads, self.head_dim).transpose(1, 2)
-        # note_keys: (B, M, N, d/M); queries: (M, C, d/M)
-        queries = synonym_queries.transpose(0, 1)
+        note_keys = self.note_keys(note_states)  # (B, M, N, d/M)
+        queries = synonym_queries.transpose(0, 1)  # (M, C, d/M)
         is_padding = ~attention_mask.bool()[:, None, None, :]  # (B, 1, 1, N)
 
         def attend(queries_chunk: torch.Tensor) -> torch.Tensor:
@@ -203,6 +209,28 @@ class MSMNMultiSynonymAttention(nn.Module):
             chunk_size = max(1, int(self.memory_budget_bytes // score_bytes_per_code))
             code_representations = torch.cat([attend(chunk) for chunk in queries.split(chunk_size, dim=1)], dim=1)
         return self.representation_dropout(code_representations)
+
+    def evidence(
+        self, note_states: torch.Tensor, attention_mask: torch.Tensor, synonym_queries: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Which tokens and which synonyms made each code's representation v, to explain a prediction.
+
+        Dimension k of v[b, c] is Σ_n α[b, j_k, c, n] H[b, n, k], with j_k the head that won its
+        max-pooling. Returns
+            token_weights (B, C, N): the weights behind v averaged over its d dimensions, each dimension
+                with the weights of its winning head; they sum to 1 over a note's tokens.
+            synonym_shares (B, C, M): the fraction of the d dimensions that each synonym's head won.
+        Not chunked: call it for the few codes to explain (e.g. the predicted ones), with
+        note_states and synonym_queries as `forward` takes them.
+        """
+        weights = synonym_attention_weights(
+            synonym_queries.transpose(0, 1), self.note_keys(note_states), ~attention_mask.bool()[:, None, None, :]
+        )  # (B, M, C, N)
+        per_synonym = torch.matmul(weights, note_states[:, None])  # (B, M, C, d)
+        winning_head = per_synonym.max(dim=1).indices  # (B, C, d), the head `forward`'s max-pooling takes
+        synonym_shares = F.one_hot(winning_head, self.num_heads).to(weights.dtype).mean(dim=2)  # (B, C, M)
+        token_weights = torch.einsum("bmcn,bcm->bcn", weights, synonym_shares)
+        return token_weights, synonym_shares
 
 
 @dataclass
@@ -258,6 +286,15 @@ class MSMNPreTrainedModel(PreTrainedModel):
             # no parameters themselves. Children are initialised first, so this overrides the default.
             init.xavier_uniform_(module.attention.note_projection.weight)
             init.copy_(module.code_term_ids, module.config_term_ids())
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, plus the code of the `icd-coding` pipeline that the config
+        names, so that `pipeline(model=folder, trust_remote_code=True)` works on the folder."""
+        from .pipeline_msmn import ICDCodingPipeline  # this import also brings the file along as remote code
+
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True):
+            shutil.copy(inspect.getfile(ICDCodingPipeline), save_directory)
 
     def set_word_embeddings(self, vectors: torch.Tensor) -> None:
         """Replaces the word embedding with `vectors` (vocab_size × embedding_dim), e.g. word2vec

@@ -12,6 +12,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import modeling_msmn  # noqa: E402
+from synthetic_corpus import LEARNING_RUN, run_train, write_corpus  # noqa: E402
 
 NOTES = [
     "Patient admitted with acute myocardial infarction; troponin 12.3. Chest pain resolved.",
@@ -53,3 +54,18 @@ def make_model(tokenizer, num_synonyms=4, hidden_size=16, rnn_dim=12, num_lstm_l
 def tokenizer():
     extra = [word for terms in CODE_TERMS.values() for term in terms for word in modeling_msmn.split_words(term)]
     return modeling_msmn.build_tokenizer(modeling_msmn.build_vocabulary(NOTES[:2], extra_words=extra))
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    """The synthetic corpus's files (splits and code terms) in a temporary folder."""
+    return write_corpus(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def synthetic_checkpoint(tmp_path_factory):
+    """(folder, completed process) of train.py's learning run on the synthetic corpus, trained once."""
+    folder = write_corpus(tmp_path_factory.mktemp("synthetic"))
+    result = run_train(*LEARNING_RUN, cwd=folder)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder / "out", result

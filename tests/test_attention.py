@@ -93,3 +93,28 @@ def test_padding_gets_no_weight_and_empty_note_is_defined():
     # An all-padding note attends uniformly (as the reference's −1e6 does): the mean of its states.
     expected_empty = states[1].mean(dim=0).expand(3, -1)
     torch.testing.assert_close(clean[1], expected_empty)
+
+
+def test_evidence_rebuilds_each_dimension_from_its_winning_head():
+    # float64 so that the winning head of every dimension is unambiguous
+    attention, mask, states, synonyms = make_inputs(7, 4, torch.float64)
+    with torch.no_grad():
+        token_weights, synonym_shares = attention.evidence(states, mask, attention.synonym_projection(synonyms))
+        # the oracle's per-head weights and values, written out again from spec §5
+        note_keys = torch.tanh(states @ attention.note_projection.weight.T + attention.note_projection.bias)
+        note_keys = note_keys.view(*states.shape[:2], 4, -1)
+        queries = synonyms @ attention.synonym_projection.weight.T + attention.synonym_projection.bias
+        scores = torch.einsum("bnjk,cjk->bcjn", note_keys, queries).masked_fill(~mask.bool()[:, None, None, :], float("-inf"))
+        weights = torch.softmax(scores, dim=-1)  # (B, C, M, N)
+        winner = torch.einsum("bcjn,bnd->bcjd", weights, states).argmax(dim=2)  # (B, C, d)
+    expected_shares = torch.stack([(winner == j).double().mean(dim=-1) for j in range(4)], dim=-1)
+    torch.testing.assert_close(synonym_shares, expected_shares)
+    # token weight = the mean over dimensions k of α[winning head of k, n], written as loops
+    expected_weights = torch.zeros_like(token_weights)
+    for b in range(3):
+        for c in range(7):
+            for k in range(states.shape[2]):
+                expected_weights[b, c] += weights[b, c, winner[b, c, k]] / states.shape[2]
+    torch.testing.assert_close(token_weights, expected_weights)
+    torch.testing.assert_close(token_weights.sum(dim=-1), torch.ones(3, 7, dtype=torch.float64))
+    assert (token_weights * (1 - mask[:, None, :])).abs().max() == 0  # padding gets no weight

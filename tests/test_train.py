@@ -1,75 +1,21 @@
 """train.py: R-Drop, learning, the CodiEsp default, reload, torchrun, resume, Hub push, bad input."""
 
-import gzip
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from synthetic_corpus import FILES, ROOT, SIGNALS, TINY_MODEL, run, run_train, synthetic_notes, write_jsonl
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import train  # noqa: E402
-
-SIGNALS = {  # each code is signalled by its own words, which its terms share
-    "I10": (["hypertension", "elevated blood pressure"], ["hypertension", "pressure"]),
-    "J18.9": (["pneumonia", "lung infection"], ["pneumonia", "infiltrate"]),
-    "R50.9": (["fever", "pyrexia"], ["fever", "febrile"]),
-    "E11.9": (["diabetes mellitus", "high blood sugar"], ["diabetes", "glucose"]),
-    "N39.0": (["urinary tract infection", "cystitis"], ["urinary", "dysuria"]),
-}
-FILLER = "patient was admitted seen today history of the with and no acute distress plan follow up clinic".split()
-TINY_MODEL = ["--rnn_dim", "32", "--hidden_size", "32", "--embedding_dim", "16", "--num_synonyms", "2",
-              "--learning_rate", "5e-3", "--seed", "0", "--word2vec_epochs", "2"]
-
-
-def synthetic_notes(count, seed):
-    rng = random.Random(seed)
-    notes = []
-    for _ in range(count):
-        codes = rng.sample(sorted(SIGNALS), rng.randint(1, 2))
-        words = rng.choices(FILLER, k=30)
-        for code in codes:
-            for word in SIGNALS[code][1]:
-                words.insert(rng.randrange(len(words) + 1), word)
-        notes.append({"text": " ".join(words) + ".", "labels": codes})
-    return notes
-
-
-def write_jsonl(path, notes):
-    with gzip.open(path, "wt", encoding="utf-8") as file:
-        file.writelines(json.dumps(note) + "\n" for note in notes)
-
-
-def run(command, cwd, **kwargs):
-    environment = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=environment, **kwargs)
-
-
-def run_train(*arguments, cwd):
-    return run([sys.executable, str(ROOT / "train.py"), *arguments], cwd)
-
-
-@pytest.fixture
-def corpus(tmp_path):
-    write_jsonl(tmp_path / "train.jsonl.gz", synthetic_notes(160, seed=1))
-    write_jsonl(tmp_path / "dev.jsonl.gz", synthetic_notes(40, seed=2))
-    write_jsonl(tmp_path / "test.jsonl.gz", synthetic_notes(60, seed=3))
-    (tmp_path / "code_terms.json").write_text(json.dumps({code: terms for code, (terms, _) in SIGNALS.items()}))
-    return tmp_path
-
-
-FILES = ["--train_file", "train.jsonl.gz", "--validation_file", "dev.jsonl.gz", "--test_file", "test.jsonl.gz",
-         "--code_terms", "code_terms.json"]
 
 
 def test_rdrop_kl_forms_by_hand():
@@ -102,17 +48,13 @@ def test_rdrop_loss_uses_two_dropout_passes(tokenizer):
     torch.testing.assert_close(loss, expected)
 
 
-def test_learns_planted_codes_and_saves_threshold(corpus):
-    # The full default loss (R-Drop, α = 5) on a small model: 64 wide learns in 20 epochs, 32 needs more.
-    result = run_train(*FILES, "--output_dir", "out", "--num_train_epochs", "20", "--per_device_train_batch_size", "8",
-                       *TINY_MODEL, "--rnn_dim", "64", "--hidden_size", "64", "--embedding_dim", "32",
-                       "--learning_rate", "1e-2", cwd=corpus)
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_learns_planted_codes_and_saves_threshold(synthetic_checkpoint):
+    folder, result = synthetic_checkpoint
     for note in synthetic_notes(3, seed=2):  # note text never reaches the logs
         assert note["text"] not in result.stdout + result.stderr
-    results = json.loads((corpus / "out" / "test_results.json").read_text())
+    results = json.loads((folder / "test_results.json").read_text())
     assert results["micro_f1"] >= 0.9, results
-    config = json.loads((corpus / "out" / "config.json").read_text())
+    config = json.loads((folder / "config.json").read_text())
     assert config["threshold"] == results["threshold"] and config["threshold"] != 0.5
 
 
