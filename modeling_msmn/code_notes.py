@@ -1,0 +1,182 @@
+"""`msmn-code`: codes clinical notes with a trained MSMN checkpoint; JSON lines out, an HTML report if asked.
+
+    msmn-code msmn-codiesp-d-50 note1.txt note2.txt --html report.html
+    msmn-code msmn-codiesp-d-50 notes.jsonl --top-k 5 --output codes.jsonl
+    cat note.txt | msmn-code msmn-codiesp-d-50
+
+Inputs: a `.jsonl` or `.jsonl.gz` file holds one note per line ({"text": ..., "id": ...}, id
+optional); any other file is one note; no file or "-" reads one note from standard input. Each
+output line is {"id": ..., "codes": [the icd-coding pipeline's predictions]}. The HTML report is one
+self-contained page: each note, and per predicted code the note with that code's evidence marked.
+Errors name the file and line, never the text of a note.
+"""
+
+import argparse
+import gzip
+import html
+import json
+import sys
+from pathlib import Path
+
+from transformers import AutoTokenizer
+
+from .modeling_msmn import MSMNForSequenceClassification
+from .pipeline_msmn import ICDCodingPipeline
+
+
+class CodingInputError(Exception):
+    """A model folder or a notes file that cannot be used; the message says why and what to do."""
+
+
+def load_coder(model_dir: str, device: str | None):
+    folder = Path(model_dir)
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise CodingInputError(
+            f"{folder}: no config.json, so not a model folder. Give the folder that train.py wrote "
+            "(its --output_dir) or one saved with MSMNForSequenceClassification.save_pretrained."
+        )
+    model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+    if model_type != "msmn":
+        raise CodingInputError(f"{folder}: model_type is {model_type!r}, not an MSMN checkpoint (model_type 'msmn').")
+    # This package's own classes serve the folder: no remote code runs.
+    model = MSMNForSequenceClassification.from_pretrained(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    return ICDCodingPipeline(model=model, tokenizer=tokenizer, task="icd-coding", device=device or "cpu")
+
+
+def read_notes(paths: list[str]) -> list[dict]:
+    """[{"id": ..., "text": ...}] from the given files, or one note from standard input."""
+    notes = []
+    for name in paths or ["-"]:
+        if name == "-":
+            try:
+                notes.append({"id": "stdin", "text": sys.stdin.buffer.read().decode("utf-8")})
+            except UnicodeDecodeError:
+                raise CodingInputError("standard input: not UTF-8 text; convert it (e.g. iconv -t utf-8).") from None
+            continue
+        path = Path(name)
+        if not path.is_file():
+            raise CodingInputError(f"{path}: no such file.")
+        if not path.name.endswith((".jsonl", ".jsonl.gz")):
+            try:
+                with open(path, encoding="utf-8", newline="") as file:  # line ends kept: offsets index the file's text
+                    notes.append({"id": path.name, "text": file.read()})
+            except UnicodeDecodeError:
+                raise CodingInputError(f"{path}: not UTF-8 text; convert it (e.g. iconv -t utf-8).") from None
+            continue
+        opener = gzip.open if path.name.endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8") as file:
+            for line_number, line in enumerate(file, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    raise CodingInputError(f"{path}, line {line_number}: not valid JSON.") from None
+                if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                    raise CodingInputError(f'{path}, line {line_number}: needs a "text" field holding the note.')
+                notes.append({"id": record.get("id", f"{path.name}:{line_number}"), "text": record["text"]})
+    return notes
+
+
+REPORT_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; color: #1d1d1f; }
+section.note { border-top: 2px solid #888; margin-top: 2rem; }
+details.code { margin: .5rem 0; border: 1px solid #ddd; border-radius: 6px; padding: .3rem .6rem; }
+summary { cursor: pointer; }
+.code-id { font-family: ui-monospace, monospace; font-weight: bold; }
+.probability { color: #555; }
+.note-text { white-space: pre-wrap; line-height: 1.6; border-left: 3px solid #eee; padding-left: .8rem; }
+mark { background: #ffe08a; border-radius: 3px; padding: 0 1px; }
+mark[data-rank="1"] { background: #ffb347; }
+.none { color: #777; font-style: italic; }
+"""
+
+
+def marked_text(text: str, evidence: list[dict]) -> str:
+    """The note as HTML, each evidence span in a <mark> (spans of one code never overlap)."""
+    pieces, position = [], 0
+    ranked = sorted(enumerate(evidence, start=1), key=lambda item: item[1]["start"])
+    for rank, span in ranked:
+        pieces.append(html.escape(text[position : span["start"]]))
+        title = f"evidence {rank}: {100 * span['weight']:.0f}% of the attention"
+        pieces.append(
+            f'<mark data-rank="{rank}" data-start="{span["start"]}" data-end="{span["end"]}" title="{title}">'
+            f"{html.escape(text[span['start'] : span['end']])}</mark>"
+        )
+        position = span["end"]
+    pieces.append(html.escape(text[position:]))
+    return "".join(pieces)
+
+
+def render_report(notes: list[dict], predictions: list[list[dict]], model_name: str, selection: str) -> str:
+    """A self-contained HTML page: per note, per predicted code, the note with the code's evidence marked."""
+    sections = []
+    for note, codes in zip(notes, predictions):
+        items = []
+        for index, code in enumerate(codes):
+            synonym = f' · best synonym: “{html.escape(code["synonym"])}”' if code["synonym"] else ""
+            items.append(
+                f'<details class="code" data-code="{html.escape(code["code"])}"{" open" if index == 0 else ""}>'
+                f'<summary><span class="code-id">{html.escape(code["code"])}</span> '
+                f'{html.escape(code["description"] or "")} <span class="probability">'
+                f'{100 * code["probability"]:.1f}%{synonym}</span></summary>'
+                f'<div class="note-text">{marked_text(note["text"], code["evidence"])}</div></details>'
+            )
+        body = "".join(items) or '<p class="none">No code predicted.</p>'
+        sections.append(f'<section class="note"><h2>{html.escape(str(note["id"]))}</h2>{body}</section>')
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>ICD coding report</title>'
+        f"<style>{REPORT_STYLE}</style></head><body><h1>ICD coding report</h1>"
+        f"<p>Model <code>{html.escape(model_name)}</code>, {len(notes)} notes, {html.escape(selection)}. "
+        "Open a code to see the spans of the note that its attention weighted most; the darkest is the "
+        f"strongest.</p>{''.join(sections)}</body></html>\n"
+    )
+
+
+def parse_arguments(argv):
+    parser = argparse.ArgumentParser(prog="msmn-code", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", help="checkpoint folder (train.py's --output_dir)")
+    parser.add_argument("notes", nargs="*", help="note files (.txt: one note; .jsonl[.gz]: one per line); - for stdin")
+    parser.add_argument("--output", help="write the JSON lines here instead of standard output")
+    parser.add_argument("--html", help="also write a self-contained HTML report to this file")
+    parser.add_argument("--top-k", type=int, help="the K most probable codes per note instead of the tuned threshold")
+    parser.add_argument("--threshold", type=float, help="probability threshold (default: the checkpoint's)")
+    parser.add_argument("--num-evidence", type=int, default=3, help="evidence spans per code (default 3)")
+    parser.add_argument("--batch-size", type=int, default=8, help="notes per forward pass (default 8)")
+    parser.add_argument("--device", help="torch device, e.g. cuda:0 (default cpu)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_arguments(argv)
+    try:
+        coder = load_coder(args.model, args.device)
+        notes = read_notes(args.notes)
+        options = {"top_k": args.top_k, "threshold": args.threshold, "num_evidence": args.num_evidence}
+        predictions = coder(
+            [note["text"] for note in notes],
+            batch_size=args.batch_size,
+            **{name: value for name, value in options.items() if value is not None},
+        )
+    except (CodingInputError, ValueError) as error:
+        sys.exit(f"msmn-code: error: {error}")
+    lines = "".join(
+        json.dumps({"id": note["id"], "codes": codes}, ensure_ascii=False) + "\n" for note, codes in zip(notes, predictions)
+    )
+    if args.output:
+        Path(args.output).write_text(lines, encoding="utf-8")
+    else:
+        sys.stdout.write(lines)
+    if args.html:
+        if args.top_k:
+            selection = f"the {args.top_k} most probable codes per note"
+        else:
+            selection = f"codes with probability above {args.threshold or coder.model.config.threshold:.3f}"
+        report = render_report(notes, predictions, Path(args.model).name, selection)
+        Path(args.html).write_text(report, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

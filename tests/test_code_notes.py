@@ -1,0 +1,140 @@
+"""msmn-code: files and stdin in, JSON lines out, clear errors, and an HTML report checked in Chromium."""
+
+import json
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from synthetic_corpus import run, synthetic_notes
+from test_pipeline import UNUSUAL_NOTE, rounded
+from transformers import pipeline
+
+from modeling_msmn import code_notes
+
+MSMN_CODE = str(Path(sys.executable).parent / "msmn-code")  # the console script pyproject.toml installs
+
+
+def msmn_code(*arguments, cwd, stdin=None):
+    return run([MSMN_CODE, *map(str, arguments)], cwd, input=stdin)
+
+
+@pytest.fixture(scope="module")
+def notes_folder(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("notes")
+    notes = [{"id": f"note-{i}", "text": note["text"]} for i, note in enumerate(synthetic_notes(4, seed=11))]
+    (folder / "notes.jsonl").write_text("".join(json.dumps(note) + "\n" for note in notes), encoding="utf-8")
+    (folder / "unusual.txt").write_text(UNUSUAL_NOTE + " fever febrile", encoding="utf-8", newline="")
+    return folder, notes + [{"id": "unusual.txt", "text": UNUSUAL_NOTE + " fever febrile"}]
+
+
+def test_codes_files_and_stdin_like_the_pipeline(synthetic_checkpoint, notes_folder):
+    checkpoint, _ = synthetic_checkpoint
+    folder, notes = notes_folder
+    result = msmn_code(checkpoint, "notes.jsonl", "unusual.txt", "--output", "codes.jsonl", cwd=folder)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [json.loads(line) for line in (folder / "codes.jsonl").read_text(encoding="utf-8").splitlines()]
+    coder = pipeline("icd-coding", model=str(checkpoint), trust_remote_code=True, device="cpu")
+    assert [line["id"] for line in lines] == [note["id"] for note in notes]
+    assert rounded([line["codes"] for line in lines]) == rounded(coder([note["text"] for note in notes]))
+    assert notes[0]["text"] not in result.stdout + result.stderr  # output went to the file, nothing to the logs
+
+    result = msmn_code(checkpoint, "--top-k", "2", cwd=folder, stdin=notes[1]["text"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    [line] = [json.loads(line) for line in result.stdout.splitlines()]
+    assert line["id"] == "stdin" and rounded(line["codes"]) == rounded(coder(notes[1]["text"], top_k=2))
+
+
+def test_bad_inputs_get_clear_errors(synthetic_checkpoint, tmp_path, monkeypatch, capfd):
+    checkpoint, _ = synthetic_checkpoint
+    secret = "Jane Doe was seen for fever"
+    (tmp_path / "broken.jsonl").write_text(json.dumps({"text": secret}) + "\n" + '{"text": "Jane Doe\n')
+    (tmp_path / "no_text.jsonl").write_text(json.dumps({"note": secret}) + "\n")
+    (tmp_path / "latin1.txt").write_bytes(secret.replace("was", "está").encode("latin-1"))
+    (tmp_path / "bert").mkdir()
+    (tmp_path / "bert" / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    cases = [
+        ((tmp_path / "nowhere", "broken.jsonl"), "nowhere: no config.json, so not a model folder"),
+        ((tmp_path / "bert", "broken.jsonl"), "model_type is 'bert', not an MSMN checkpoint"),
+        ((checkpoint, "missing.txt"), "missing.txt: no such file"),
+        ((checkpoint, "broken.jsonl"), "broken.jsonl, line 2: not valid JSON"),
+        ((checkpoint, "no_text.jsonl"), 'no_text.jsonl, line 1: needs a "text" field'),
+        ((checkpoint, "latin1.txt"), "latin1.txt: not UTF-8 text"),
+        ((checkpoint, "no_text.jsonl", "--threshold", "2"), None),
+    ]
+    monkeypatch.chdir(tmp_path)
+    for arguments, message in cases:  # in this process: main() exits with the message
+        with pytest.raises(SystemExit) as exit_info:
+            code_notes.main(list(map(str, arguments)))
+        assert str(exit_info.value.code).startswith("msmn-code: error: ")
+        assert message is None or message in str(exit_info.value.code)
+        assert "Jane" not in str(exit_info.value.code) + "".join(capfd.readouterr())
+    # and the console script exits non-zero with the message, no traceback
+    result = msmn_code(checkpoint, "broken.jsonl", cwd=tmp_path)
+    assert result.returncode != 0 and result.stderr.strip().splitlines()[-1] == (
+        "msmn-code: error: broken.jsonl, line 2: not valid JSON.")
+    assert "Traceback" not in result.stderr and "Jane" not in result.stderr + result.stdout
+
+
+class MarkedSpans(HTMLParser):
+    """Per code section of the rendered page: the note text and its <mark> spans, as the DOM holds them."""
+
+    def __init__(self):
+        super().__init__()
+        self.sections, self.code, self.in_text, self.mark = [], None, False, None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "details":
+            self.code = attrs["data-code"]
+            self.sections.append({"code": self.code, "text": "", "marks": []})
+        elif tag == "div" and attrs.get("class") == "note-text":
+            self.in_text = True
+        elif tag == "mark" and self.in_text:
+            self.mark = {"start": int(attrs["data-start"]), "end": int(attrs["data-end"]), "text": "",
+                         "offset": len(self.sections[-1]["text"])}
+
+    def handle_endtag(self, tag):
+        if tag == "div":
+            self.in_text = False
+        elif tag == "mark" and self.mark is not None:
+            self.sections[-1]["marks"].append(self.mark)
+            self.mark = None
+
+    def handle_data(self, data):
+        if self.in_text:
+            self.sections[-1]["text"] += data
+            if self.mark is not None:
+                self.mark["text"] += data
+
+
+def test_html_report_shows_the_evidence_in_chromium(synthetic_checkpoint, notes_folder):
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium; .ci/run installs it)")
+    checkpoint, _ = synthetic_checkpoint
+    folder, notes = notes_folder
+    result = msmn_code(checkpoint, "notes.jsonl", "unusual.txt", "--html", "report.html", "--output", "report.jsonl",
+                       cwd=folder)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rendered = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", (folder / "report.html").as_uri()],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert rendered.returncode == 0 and "<mark" in rendered.stdout, rendered.stderr[-2000:]
+    page = MarkedSpans()
+    page.feed(rendered.stdout)
+    expected = [(note, code) for note, line in zip(notes, map(json.loads, (folder / "report.jsonl").open()))
+                for code in line["codes"]]
+    assert len(page.sections) == len(expected) > 0
+    for section, (note, code) in zip(page.sections, expected):
+        assert section["code"] == code["code"]
+        assert section["text"] == note["text"].replace("\r\n", "\n")  # the whole note (HTML turns CR LF into LF)
+        marks = sorted(code["evidence"], key=lambda span: span["start"])
+        assert [(m["start"], m["end"], m["text"]) for m in section["marks"]] == [
+            (span["start"], span["end"], span["text"].replace("\r\n", "\n")) for span in marks]
+        for mark in section["marks"]:  # each mark sits where its offsets say, in the displayed note
+            shown = note["text"][: mark["start"]].replace("\r\n", "\n")
+            assert mark["offset"] == len(shown)
