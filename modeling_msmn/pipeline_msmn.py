@@ -26,6 +26,8 @@ from transformers import Pipeline
 
 logger = logging.getLogger(__name__)
 
+EVIDENCE_CODES_PER_CALL = 256
+
 
 def evidence_spans(token_weights: np.ndarray, num_spans: int, max_span_tokens: int) -> list[tuple[int, int]]:
     """Token ranges [first, last] around the peaks of `token_weights`, highest peak first.
@@ -114,15 +116,12 @@ class ICDCodingPipeline(Pipeline):
                 "were cut and are not coded.", num_tokens, max_tokens, num_tokens - max_tokens, cut_at, len(note),
             )
         input_ids = torch.tensor([encoding["input_ids"][:max_tokens]], dtype=torch.long)
-        return {
-            "input_ids": input_ids,
-            "attention_mask": torch.ones_like(input_ids),
-            "offsets": [tuple(offset) for offset in encoding["offset_mapping"][:max_tokens]],
-            "note": note,
-        }
+        offsets = torch.tensor(encoding["offset_mapping"][:max_tokens], dtype=torch.long).view(1, -1, 2)
+        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "offsets": offsets, "note": note}
 
     def _forward(self, model_inputs, top_k=None, threshold=None):
         input_ids, attention_mask = model_inputs["input_ids"], model_inputs["attention_mask"]
+        num_tokens = attention_mask.sum(dim=1)  # (B,) before the empty-batch padding below
         if input_ids.shape[1] == 0:  # empty notes only: one padding position to attend to
             input_ids = input_ids.new_full((len(input_ids), 1), self.model.config.pad_token_id)
             attention_mask = torch.zeros_like(input_ids)
@@ -141,33 +140,35 @@ class ICDCodingPipeline(Pipeline):
         code_indices = order[:, :max_predicted].clone()
         code_indices[torch.arange(max_predicted, device=order.device) >= num_predicted[:, None]] = -1
 
-        num_tokens = input_ids.shape[1]
-        token_weights = probabilities.new_zeros(len(order), max_predicted, num_tokens)  # (B, K, N)
+        token_weights = probabilities.new_zeros(len(order), max_predicted, input_ids.shape[1])  # (B, K, N)
         synonym_shares = probabilities.new_zeros(len(order), max_predicted, self.model.config.num_synonyms)
         for note, count in enumerate(num_predicted.tolist()):
-            if count == 0:
-                continue
-            codes = code_indices[note, :count]
-            weights, shares = msmn.attention.evidence(
-                outputs.note_states[note : note + 1], attention_mask[note : note + 1], code_encoding.synonym_queries[codes]
-            )
-            token_weights[note, :count], synonym_shares[note, :count] = weights[0], shares[0]
+            for first in range(0, count, EVIDENCE_CODES_PER_CALL):  # bounds memory when many codes are asked for
+                codes = code_indices[note, first : min(count, first + EVIDENCE_CODES_PER_CALL)]
+                weights, shares = msmn.attention.evidence(
+                    outputs.note_states[note : note + 1], attention_mask[note : note + 1], code_encoding.synonym_queries[codes]
+                )
+                token_weights[note, first : first + len(codes)] = weights[0]
+                synonym_shares[note, first : first + len(codes)] = shares[0]
         return {
             "probabilities": probabilities,
             "code_indices": code_indices,
             "token_weights": token_weights,
             "synonym_shares": synonym_shares,
-            "offsets": model_inputs["offsets"],
+            "num_tokens": num_tokens,
+            "offsets": model_inputs["offsets"],  # (B, N, 2)
             "note": model_inputs["note"],
         }
 
     def postprocess(self, model_outputs, num_evidence=3, max_span_tokens=5, min_evidence_weight=0.01):
         config = self.model.config
-        note, offsets = model_outputs["note"], model_outputs["offsets"]
-        if not offsets:  # a note without words gets no codes (the model's scores would depend on batch padding)
+        num_tokens = int(model_outputs["num_tokens"][0])
+        if num_tokens == 0:  # a note without words gets no codes (the model's scores would depend on batch padding)
             return []
+        note = model_outputs["note"]
+        offsets = model_outputs["offsets"][0, :num_tokens].tolist()  # batch padding dropped, here and below
         probabilities = model_outputs["probabilities"][0].float().numpy()
-        token_weights = model_outputs["token_weights"][0, :, : len(offsets)].float().numpy()  # drop batch padding
+        token_weights = model_outputs["token_weights"][0, :, :num_tokens].float().numpy()
         synonym_shares = model_outputs["synonym_shares"][0].float().numpy()
         predictions = []
         for rank, code_index in enumerate(model_outputs["code_indices"][0].tolist()):

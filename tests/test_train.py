@@ -177,7 +177,7 @@ def test_push_to_hub_uploads_a_loadable_folder(corpus, monkeypatch, tmp_path):
     assert created == [("someone/msmn-test", {"private": None, "exist_ok": True})]
     names = {operation.path_in_repo for operation in uploaded}
     assert {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "modeling_msmn.py",
-            "configuration_msmn.py", "README.md", "test_results.json"} <= names
+            "configuration_msmn.py", "pipeline_msmn.py", "README.md", "test_results.json"} <= names
     assert not any(name.startswith("checkpoint-") for name in names)
     copy = tmp_path / "downloaded"
     copy.mkdir()
