@@ -66,7 +66,7 @@ def main():
     counts = {"msmn": [0, 0], "baseline": [0, 0]}
     span_characters = {"msmn": 0, "baseline": 0}
     evaluated = correct_without_gold_span = predicted = 0
-    predictions = coder(documents["text"], batch_size=8, num_evidence=3, max_span_tokens=MAX_SPAN_TOKENS)
+    predictions = coder(list(documents["text"]), batch_size=8, num_evidence=3, max_span_tokens=MAX_SPAN_TOKENS)
     for document, codes in zip(documents, predictions):
         gold = {}
         for row in document["evidence"]:

@@ -1,10 +1,11 @@
-"""Reading the user's licensed input files: plain or gzipped CSV, streamed, with errors that name
-the file, the line and the fix, and never quote a row (rows may hold patient text)."""
+"""Reading the user's input files: plain or gzipped CSV (MIMIC-III) and JSON lines (notes), streamed,
+with errors that name the file, the line and the fix, and never quote a row (rows may hold patient text)."""
 
 import csv
 import gzip
 import hashlib
 import io
+import json
 import sys
 import zlib
 from collections.abc import Iterator, Sequence
@@ -91,3 +92,33 @@ def read_csv_rows(path: Path, required_columns: Sequence[str], progress: bool = 
     finally:
         bar.close()
         raw.close()
+
+
+def read_json_lines(path: Path, expected: str) -> Iterator[tuple[int, dict]]:
+    """Yields (line number, object) for each non-blank line of a JSON-lines file (or .gz), streaming.
+
+    `expected` shows what a line holds, for the error messages (e.g. '{"text": ..., "labels": [...]}').
+    Raises InputFileError for a missing file, a line that is not a JSON object, text that is not
+    UTF-8, or a gzip file that is cut short.
+    """
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such file (expected JSON lines of {expected}).")
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as lines:
+            for line_number, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise InputFileError(
+                        f"{path}, line {line_number}: not valid JSON ({error.msg}, column {error.colno})."
+                    ) from None
+                if not isinstance(record, dict):
+                    raise InputFileError(f"{path}, line {line_number}: each line must be a JSON object, {expected}.")
+                yield line_number, record
+    except UnicodeDecodeError:
+        raise InputFileError(f"{path}: not UTF-8 text; convert it (e.g. iconv -t utf-8).") from None
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise InputFileError(f"{path}: the gzip stream is cut short or corrupt ({type(error).__name__}).") from None

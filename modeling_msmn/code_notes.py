@@ -12,7 +12,6 @@ Errors name the file and line, never the text of a note.
 """
 
 import argparse
-import gzip
 import html
 import json
 import sys
@@ -20,25 +19,24 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
+from datasets_scripts.files import InputFileError, read_json_lines
+
 from .modeling_msmn import MSMNForSequenceClassification
 from .pipeline_msmn import ICDCodingPipeline
 
 
-class CodingInputError(Exception):
-    """A model folder or a notes file that cannot be used; the message says why and what to do."""
-
-
-def load_coder(model_dir: str, device: str | None):
+def load_coder(model_dir: str, device: str | None) -> ICDCodingPipeline:
+    """The icd-coding pipeline over a checkpoint folder, after checking that it holds an MSMN model."""
     folder = Path(model_dir)
     config_file = folder / "config.json"
     if not config_file.is_file():
-        raise CodingInputError(
+        raise InputFileError(
             f"{folder}: no config.json, so not a model folder. Give the folder that train.py wrote "
             "(its --output_dir) or one saved with MSMNForSequenceClassification.save_pretrained."
         )
     model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
     if model_type != "msmn":
-        raise CodingInputError(f"{folder}: model_type is {model_type!r}, not an MSMN checkpoint (model_type 'msmn').")
+        raise InputFileError(f"{folder}: model_type is {model_type!r}, not an MSMN checkpoint (model_type 'msmn').")
     # This package's own classes serve the folder: no remote code runs.
     model = MSMNForSequenceClassification.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -53,30 +51,22 @@ def read_notes(paths: list[str]) -> list[dict]:
             try:
                 notes.append({"id": "stdin", "text": sys.stdin.buffer.read().decode("utf-8")})
             except UnicodeDecodeError:
-                raise CodingInputError("standard input: not UTF-8 text; convert it (e.g. iconv -t utf-8).") from None
+                raise InputFileError("standard input: not UTF-8 text; convert it (e.g. iconv -t utf-8).") from None
             continue
         path = Path(name)
-        if not path.is_file():
-            raise CodingInputError(f"{path}: no such file.")
         if not path.name.endswith((".jsonl", ".jsonl.gz")):
+            if not path.is_file():
+                raise InputFileError(f"{path}: no such file.")
             try:
                 with open(path, encoding="utf-8", newline="") as file:  # line ends kept: offsets index the file's text
                     notes.append({"id": path.name, "text": file.read()})
             except UnicodeDecodeError:
-                raise CodingInputError(f"{path}: not UTF-8 text; convert it (e.g. iconv -t utf-8).") from None
+                raise InputFileError(f"{path}: not UTF-8 text; convert it (e.g. iconv -t utf-8).") from None
             continue
-        opener = gzip.open if path.name.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as file:
-            for line_number, line in enumerate(file, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    raise CodingInputError(f"{path}, line {line_number}: not valid JSON.") from None
-                if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                    raise CodingInputError(f'{path}, line {line_number}: needs a "text" field holding the note.')
-                notes.append({"id": record.get("id", f"{path.name}:{line_number}"), "text": record["text"]})
+        for line_number, record in read_json_lines(path, '{"text": ..., "id": ...}'):
+            if not isinstance(record.get("text"), str):
+                raise InputFileError(f'{path}, line {line_number}: needs a "text" field holding the note.')
+            notes.append({"id": record.get("id", f"{path.name}:{line_number}"), "text": record["text"]})
     return notes
 
 
@@ -152,15 +142,15 @@ def parse_arguments(argv):
 def main(argv: list[str] | None = None) -> None:
     args = parse_arguments(argv)
     try:
+        notes = read_notes(args.notes)  # before the model loads: bad input fails fast
         coder = load_coder(args.model, args.device)
-        notes = read_notes(args.notes)
         options = {"top_k": args.top_k, "threshold": args.threshold, "num_evidence": args.num_evidence}
         predictions = coder(
             [note["text"] for note in notes],
             batch_size=args.batch_size,
             **{name: value for name, value in options.items() if value is not None},
         )
-    except (CodingInputError, ValueError) as error:
+    except (InputFileError, ValueError) as error:
         sys.exit(f"msmn-code: error: {error}")
     lines = "".join(
         json.dumps({"id": note["id"], "codes": codes}, ensure_ascii=False) + "\n" for note, codes in zip(notes, predictions)

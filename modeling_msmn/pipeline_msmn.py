@@ -105,7 +105,10 @@ class ICDCodingPipeline(Pipeline):
 
     def preprocess(self, note):
         if not isinstance(note, str):
-            raise TypeError(f"The icd-coding pipeline codes notes given as str, got {type(note).__name__}.")
+            raise TypeError(
+                f"The icd-coding pipeline codes notes given as str, got {type(note).__name__}: pass a str or a "
+                "list of str (e.g. list(dataset['text']))."
+            )
         encoding = self.tokenizer(note, return_offsets_mapping=True, return_attention_mask=False)
         max_tokens = self.model.config.max_note_tokens
         num_tokens = len(encoding["input_ids"])

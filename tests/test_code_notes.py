@@ -52,29 +52,31 @@ def test_bad_inputs_get_clear_errors(synthetic_checkpoint, tmp_path, monkeypatch
     secret = "Jane Doe was seen for fever"
     (tmp_path / "broken.jsonl").write_text(json.dumps({"text": secret}) + "\n" + '{"text": "Jane Doe\n')
     (tmp_path / "no_text.jsonl").write_text(json.dumps({"note": secret}) + "\n")
+    (tmp_path / "good.jsonl").write_text(json.dumps({"text": secret}) + "\n")
     (tmp_path / "latin1.txt").write_bytes(secret.replace("was", "está").encode("latin-1"))
     (tmp_path / "bert").mkdir()
     (tmp_path / "bert" / "config.json").write_text(json.dumps({"model_type": "bert"}))
     cases = [
-        ((tmp_path / "nowhere", "broken.jsonl"), "nowhere: no config.json, so not a model folder"),
-        ((tmp_path / "bert", "broken.jsonl"), "model_type is 'bert', not an MSMN checkpoint"),
+        ((tmp_path / "nowhere", "good.jsonl"), "nowhere: no config.json, so not a model folder"),
+        ((tmp_path / "bert", "good.jsonl"), "model_type is 'bert', not an MSMN checkpoint"),
         ((checkpoint, "missing.txt"), "missing.txt: no such file"),
+        ((checkpoint, "missing.jsonl"), "missing.jsonl: no such file"),
         ((checkpoint, "broken.jsonl"), "broken.jsonl, line 2: not valid JSON"),
         ((checkpoint, "no_text.jsonl"), 'no_text.jsonl, line 1: needs a "text" field'),
         ((checkpoint, "latin1.txt"), "latin1.txt: not UTF-8 text"),
-        ((checkpoint, "no_text.jsonl", "--threshold", "2"), None),
+        ((checkpoint, "good.jsonl", "--threshold", "2"), "threshold is a probability"),
     ]
     monkeypatch.chdir(tmp_path)
     for arguments, message in cases:  # in this process: main() exits with the message
         with pytest.raises(SystemExit) as exit_info:
             code_notes.main(list(map(str, arguments)))
         assert str(exit_info.value.code).startswith("msmn-code: error: ")
-        assert message is None or message in str(exit_info.value.code)
+        assert message in str(exit_info.value.code)
         assert "Jane" not in str(exit_info.value.code) + "".join(capfd.readouterr())
     # and the console script exits non-zero with the message, no traceback
     result = msmn_code(checkpoint, "broken.jsonl", cwd=tmp_path)
-    assert result.returncode != 0 and result.stderr.strip().splitlines()[-1] == (
-        "msmn-code: error: broken.jsonl, line 2: not valid JSON.")
+    assert result.returncode != 0 and result.stderr.strip().splitlines()[-1].startswith(
+        "msmn-code: error: broken.jsonl, line 2: not valid JSON")
     assert "Traceback" not in result.stderr and "Jane" not in result.stderr + result.stdout
 
 

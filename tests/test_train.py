@@ -59,9 +59,12 @@ def test_learns_planted_codes_and_saves_threshold(synthetic_checkpoint):
 
 
 def test_codiesp_slice_end_to_end_and_reload(tmp_path):
+    tiny_model = TINY_MODEL[: TINY_MODEL.index("--word2vec_epochs")]  # the default passes: 100 for 40 notes
     result = run_train("--preset", "codiesp-d-50", "--max_train_samples", "40", "--max_eval_samples", "24",
-                       "--num_train_epochs", "1", "--output_dir", "out", *TINY_MODEL, cwd=tmp_path)
+                       "--num_train_epochs", "1", "--output_dir", "out", "--word2vec_background", "false",
+                       *tiny_model, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "word2vec: 100 passes over 40 notes" in result.stderr
     assert "| AUC macro | AUC micro | F1 macro | F1 micro | P@5 |" in result.stdout
     folder = tmp_path / "out"
     results = json.loads((folder / "test_results.json").read_text())
