@@ -159,9 +159,11 @@ def test_killed_run_keeps_its_saved_checkpoints(corpus):
     process.wait()
     saved = list((corpus / "killed").glob("checkpoint-*/trainer_state.json"))
     assert saved, "no checkpoint was written before the kill"
-    for state in saved:
-        AutoModelForSequenceClassification.from_pretrained(state.parent, trust_remote_code=True)
-        AutoTokenizer.from_pretrained(state.parent, trust_remote_code=True)
+    # The Trainer writes trainer_state.json last, so the newest folder holding it is whole (an older one
+    # may have been half deleted by checkpoint rotation when the kill came): resuming starts from it.
+    newest = max((state.parent for state in saved), key=lambda folder: int(folder.name.split("-")[1]))
+    AutoModelForSequenceClassification.from_pretrained(newest, trust_remote_code=True)
+    AutoTokenizer.from_pretrained(newest, trust_remote_code=True)
 
 
 def test_push_to_hub_uploads_a_loadable_folder(corpus, monkeypatch, tmp_path):
