@@ -75,15 +75,6 @@ class MSMNConfig(PreTrainedConfig):
                 "AutoModel": "modeling_msmn.MSMNModel",
                 "AutoModelForSequenceClassification": "modeling_msmn.MSMNForSequenceClassification",
             }
-        if getattr(self, "custom_pipelines", None) is None:
-            # pipeline(model=folder, trust_remote_code=True) finds the icd-coding pipeline saved with the model.
-            self.custom_pipelines = {
-                "icd-coding": {
-                    "impl": "pipeline_msmn.ICDCodingPipeline",
-                    "pt": ["AutoModelForSequenceClassification"],
-                    "type": "text",
-                }
-            }
         if self.label2id is None and self.id2label is not None:
             self.label2id = {label: index for index, label in self.id2label.items()}
         self.validate_msmn()

@@ -288,10 +288,17 @@ class MSMNPreTrainedModel(PreTrainedModel):
             init.copy_(module.code_term_ids, module.config_term_ids())
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, plus the code of the `icd-coding` pipeline that the config
-        names, so that `pipeline(model=folder, trust_remote_code=True)` works on the folder."""
+        """`PreTrainedModel.save_pretrained`, plus the `icd-coding` pipeline: its code next to the model's
+        and its entry in the config, so that `pipeline(model=folder, trust_remote_code=True)` works."""
         from .pipeline_msmn import ICDCodingPipeline  # this import also brings the file along as remote code
 
+        self.config.custom_pipelines = {
+            "icd-coding": {
+                "impl": "pipeline_msmn.ICDCodingPipeline",
+                "pt": ["AutoModelForSequenceClassification"],
+                "type": "text",
+            }
+        }
         super().save_pretrained(save_directory, *args, **kwargs)
         if kwargs.get("is_main_process", True):
             shutil.copy(inspect.getfile(ICDCodingPipeline), save_directory)

@@ -158,3 +158,19 @@ print(json.dumps([type(coder).__module__, coder({note!r}), classifier({note!r})]
     assert sorted(score["label"] for score in scores) == sorted(SIGNALS)
     for score in scores:
         assert score["score"] == pytest.approx(float(probabilities[model.config.label2id[score["label"]]]), abs=1e-6)
+
+
+def test_folder_saved_without_the_pipeline_still_codes_with_the_package(tokenizer, tmp_path):
+    # a folder from before the pipeline existed: no pipeline_msmn.py, no custom_pipelines in its config
+    model = make_model(tokenizer).eval()
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["custom_pipelines"]["icd-coding"]["impl"] == (
+        "pipeline_msmn.ICDCodingPipeline")
+    (tmp_path / "pipeline_msmn.py").unlink()
+    config = json.loads((tmp_path / "config.json").read_text())
+    del config["custom_pipelines"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    coder = pipeline("icd-coding", model=str(tmp_path), device="cpu")  # the registered task of `import modeling_msmn`
+    expected = pipeline("icd-coding", model=model, tokenizer=tokenizer, device="cpu")
+    assert rounded(coder(NOTES[:3], top_k=2)) == rounded(expected(NOTES[:3], top_k=2))
