@@ -158,7 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.output:
         Path(args.output).write_text(lines, encoding="utf-8")
     else:
-        sys.stdout.write(lines)
+        sys.stdout.buffer.write(lines.encode("utf-8"))  # UTF-8 JSON lines whatever the terminal's locale
+        sys.stdout.flush()
     if args.html:
         if args.top_k:
             selection = f"the {args.top_k} most probable codes per note"
