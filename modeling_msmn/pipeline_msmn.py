@@ -124,10 +124,7 @@ class ICDCodingPipeline(Pipeline):
 
     def _forward(self, model_inputs, top_k=None, threshold=None):
         input_ids, attention_mask = model_inputs["input_ids"], model_inputs["attention_mask"]
-        num_tokens = attention_mask.sum(dim=1)  # (B,) before the empty-batch padding below
-        if input_ids.shape[1] == 0:  # empty notes only: one padding position to attend to
-            input_ids = input_ids.new_full((len(input_ids), 1), self.model.config.pad_token_id)
-            attention_mask = torch.zeros_like(input_ids)
+        num_tokens = attention_mask.sum(dim=1)  # (B,)
         msmn = self.model.msmn
         code_encoding = msmn.code_encoding()  # cached across notes while the weights stay the same
         outputs = msmn(input_ids, attention_mask=attention_mask, code_encoding=code_encoding)
@@ -139,6 +136,8 @@ class ICDCodingPipeline(Pipeline):
             num_predicted = torch.full((len(order),), min(top_k, order.shape[1]), device=order.device)
         else:
             num_predicted = (probabilities > (threshold or self.model.config.threshold)).sum(dim=1)
+        # a note without words gets no codes (its scores would depend on the batch's padding)
+        num_predicted = num_predicted * (num_tokens > 0)
         max_predicted = int(num_predicted.max())
         code_indices = order[:, :max_predicted].clone()
         code_indices[torch.arange(max_predicted, device=order.device) >= num_predicted[:, None]] = -1
@@ -166,8 +165,6 @@ class ICDCodingPipeline(Pipeline):
     def postprocess(self, model_outputs, num_evidence=3, max_span_tokens=5, min_evidence_weight=0.01):
         config = self.model.config
         num_tokens = int(model_outputs["num_tokens"][0])
-        if num_tokens == 0:  # a note without words gets no codes (the model's scores would depend on batch padding)
-            return []
         note = model_outputs["note"]
         offsets = model_outputs["offsets"][0, :num_tokens].tolist()  # batch padding dropped, here and below
         probabilities = model_outputs["probabilities"][0].float().numpy()
