@@ -43,25 +43,26 @@ def load_coder(model_dir: str, device: str | None) -> ICDCodingPipeline:
     return ICDCodingPipeline(model=model, tokenizer=tokenizer, task="icd-coding", device=device or "cpu")
 
 
+def utf8_note(data: bytes, source: str) -> str:
+    """One note's text, decoded as is: line ends are kept, so evidence offsets index the file's text."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputFileError(f"{source}: not UTF-8 text; convert it (e.g. iconv -t utf-8).") from None
+
+
 def read_notes(paths: list[str]) -> list[dict]:
     """[{"id": ..., "text": ...}] from the given files, or one note from standard input."""
     notes = []
     for name in paths or ["-"]:
         if name == "-":
-            try:
-                notes.append({"id": "stdin", "text": sys.stdin.buffer.read().decode("utf-8")})
-            except UnicodeDecodeError:
-                raise InputFileError("standard input: not UTF-8 text; convert it (e.g. iconv -t utf-8).") from None
+            notes.append({"id": "stdin", "text": utf8_note(sys.stdin.buffer.read(), "standard input")})
             continue
         path = Path(name)
         if not path.name.endswith((".jsonl", ".jsonl.gz")):
             if not path.is_file():
                 raise InputFileError(f"{path}: no such file.")
-            try:
-                with open(path, encoding="utf-8", newline="") as file:  # line ends kept: offsets index the file's text
-                    notes.append({"id": path.name, "text": file.read()})
-            except UnicodeDecodeError:
-                raise InputFileError(f"{path}: not UTF-8 text; convert it (e.g. iconv -t utf-8).") from None
+            notes.append({"id": path.name, "text": utf8_note(path.read_bytes(), str(path))})
             continue
         for line_number, record in read_json_lines(path, '{"text": ..., "id": ...}'):
             if not isinstance(record.get("text"), str):
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
             batch_size=args.batch_size,
             **{name: value for name, value in options.items() if value is not None},
         )
-    except (InputFileError, ValueError) as error:
+    except ValueError as error:  # InputFileError and the pipeline's bad-argument errors
         sys.exit(f"msmn-code: error: {error}")
     lines = "".join(
         json.dumps({"id": note["id"], "codes": codes}, ensure_ascii=False) + "\n" for note, codes in zip(notes, predictions)

@@ -85,9 +85,11 @@ class ICDCodingPipeline(Pipeline):
     def _sanitize_parameters(
         self, top_k=None, threshold=None, num_evidence=None, max_span_tokens=None, min_evidence_weight=None
     ):
-        for name, value in (("top_k", top_k), ("num_evidence", num_evidence), ("max_span_tokens", max_span_tokens)):
-            if value is not None and (not isinstance(value, int) or value < 1 - (name == "num_evidence")):
-                raise ValueError(f"{name} must be a positive integer (num_evidence may be 0), got {value!r}.")
+        counts = (("top_k", top_k, 1), ("num_evidence", num_evidence, 0), ("max_span_tokens", max_span_tokens, 1))
+        for name, value, smallest in counts:
+            if value is not None and (not isinstance(value, int) or value < smallest):
+                kind = "positive" if smallest else "non-negative"
+                raise ValueError(f"{name} must be a {kind} integer, got {value!r}.")
         if threshold is not None and not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold is a probability strictly between 0 and 1, got {threshold!r}.")
         # Only what is given: call-time parameters update those given when the pipeline was built.
