@@ -64,10 +64,13 @@ def read_notes(paths: list[str]) -> list[dict]:
                 raise InputFileError(f"{path}: no such file.")
             notes.append({"id": path.name, "text": utf8_note(path.read_bytes(), str(path))})
             continue
+        notes_before = len(notes)
         for line_number, record in read_json_lines(path, '{"text": ..., "id": ...}'):
             if not isinstance(record.get("text"), str):
                 raise InputFileError(f'{path}, line {line_number}: needs a "text" field holding the note.')
             notes.append({"id": record.get("id", f"{path.name}:{line_number}"), "text": record["text"]})
+        if len(notes) == notes_before:
+            raise InputFileError(f'{path}: holds no notes; give one JSON line {{"text": ...}} per note.')
     return notes
 
 

@@ -53,6 +53,7 @@ def test_bad_inputs_get_clear_errors(synthetic_checkpoint, tmp_path, monkeypatch
     (tmp_path / "broken.jsonl").write_text(json.dumps({"text": secret}) + "\n" + '{"text": "Jane Doe\n')
     (tmp_path / "no_text.jsonl").write_text(json.dumps({"note": secret}) + "\n")
     (tmp_path / "good.jsonl").write_text(json.dumps({"text": secret}) + "\n")
+    (tmp_path / "empty.jsonl").write_text("\n")
     (tmp_path / "latin1.txt").write_bytes(secret.replace("was", "está").encode("latin-1"))
     (tmp_path / "bert").mkdir()
     (tmp_path / "bert" / "config.json").write_text(json.dumps({"model_type": "bert"}))
@@ -64,6 +65,7 @@ def test_bad_inputs_get_clear_errors(synthetic_checkpoint, tmp_path, monkeypatch
         ((checkpoint, "broken.jsonl"), "broken.jsonl, line 2: not valid JSON"),
         ((checkpoint, "no_text.jsonl"), 'no_text.jsonl, line 1: needs a "text" field'),
         ((checkpoint, "latin1.txt"), "latin1.txt: not UTF-8 text"),
+        ((checkpoint, "empty.jsonl"), "empty.jsonl: holds no notes"),
         ((checkpoint, "good.jsonl", "--threshold", "2"), "threshold is a probability"),
     ]
     monkeypatch.chdir(tmp_path)
