@@ -343,22 +343,45 @@ class MSMNModel(MSMNPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding):
         self.encoder.word_embeddings = value
 
-    def encode_codes(self) -> MSMNCodeEncoding:
-        """Synonym vectors, attention queries and code vectors from the code terms (spec §4).
+    def encode_terms(self) -> torch.Tensor:
+        """Each code term's encoder states, max-pooled over positions: (C·M, d), code-major.
 
-        Reference mode max-pools each term's states over padding positions too, up to the length of
-        the longest term; `mask_synonym_padding` pools over real tokens only.
+        Reference mode pools over padding positions too, up to the length of the longest term (the
+        width of the reference's `pad_packed_sequence` output, not all `term_length` positions);
+        `mask_synonym_padding` pools over real tokens only.
+
+        Computed in buckets of terms of equal length, each bucket one encoder call without padding
+        (padding every term to the longest made most LSTM positions padding), then, in reference
+        mode, the max with the padding positions' output (zero, or the output projection's bias)
+        for every term shorter than the longest. This equals pooling the padded terms exactly.
+        Without dropout (evaluation), each distinct term is encoded once.
         """
+        term_ids = self.code_term_ids
+        distinct_row = None
+        if not self.training:  # no dropout: equal terms get equal vectors
+            term_ids, distinct_row = torch.unique(term_ids, dim=0, return_inverse=True)
+        lengths = sequence_lengths(term_ids != self.config.pad_token_id)  # (T,) ≥ 1: an empty term reads one PAD
+        longest = int(lengths.max())
+        projection = self.encoder.output_projection
+        padding_output = projection.bias if projection is not None else None  # the LSTM outputs zeros there
+        pooled_buckets, bucket_rows = [], []
+        for length in lengths.unique().tolist():
+            rows = (lengths == length).nonzero().squeeze(1)
+            term_states = self.encoder(term_ids[rows, :length], lengths[rows])  # (rows, length, d), no padding
+            pooled = term_states.max(dim=1).values
+            if length < longest and not self.config.mask_synonym_padding:
+                padding = padding_output.expand_as(pooled) if padding_output is not None else torch.zeros_like(pooled)
+                # max over (term, padding) like max over positions: the gradient goes to one of them
+                pooled = torch.stack([pooled, padding]).max(dim=0).values
+            pooled_buckets.append(pooled)
+            bucket_rows.append(rows)
+        term_vectors = torch.cat(pooled_buckets)[torch.argsort(torch.cat(bucket_rows))]  # back to row order
+        return term_vectors if distinct_row is None else term_vectors[distinct_row]
+
+    def encode_codes(self) -> MSMNCodeEncoding:
+        """Synonym vectors, attention queries and code vectors from the code terms (spec §4)."""
         num_codes, num_synonyms = self.config.num_labels, self.config.num_synonyms
-        lengths = sequence_lengths(self.code_term_ids != self.config.pad_token_id)
-        # The reference pools over padding up to the longest term (its pad_packed_sequence output
-        # width), not over all term_length positions: the longest term contributes no padding.
-        term_ids = self.code_term_ids[:, : int(lengths.max())]
-        term_states = self.encoder(term_ids, lengths)  # (C·M, T, d)
-        if self.config.mask_synonym_padding:
-            is_padding = torch.arange(term_ids.shape[1], device=term_ids.device) >= lengths[:, None]
-            term_states = term_states.masked_fill(is_padding[..., None], float("-inf"))
-        synonym_vectors = term_states.max(dim=1).values.view(num_codes, num_synonyms, -1)
+        synonym_vectors = self.encode_terms().view(num_codes, num_synonyms, -1)
         return MSMNCodeEncoding(
             synonym_vectors=synonym_vectors,
             synonym_queries=self.attention.synonym_projection(synonym_vectors),
