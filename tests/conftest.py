@@ -62,6 +62,13 @@ def corpus(tmp_path):
     return write_corpus(tmp_path)
 
 
+def pytest_collection_modifyitems(items):
+    """A test that uses the trained synthetic checkpoint trains through train.py: it is `slow`."""
+    for item in items:
+        if "synthetic_checkpoint" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def synthetic_checkpoint(tmp_path_factory):
     """(folder, completed process) of train.py's learning run on the synthetic corpus, trained once."""

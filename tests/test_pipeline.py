@@ -26,9 +26,30 @@ def coder(synthetic_checkpoint):
     return pipeline("icd-coding", model=str(folder), trust_remote_code=True, device="cpu")
 
 
-def rounded(predictions):
-    """The predictions with probabilities and weights to 5 decimals (batch padding changes the last bits)."""
-    return json.loads(json.dumps(predictions), parse_float=lambda value: round(float(value), 5))
+def split_numbers(predictions):
+    """(the predictions with each float replaced by a marker, the floats in order)."""
+    numbers = []
+
+    def strip(value):
+        if isinstance(value, float):
+            numbers.append(value)
+            return "<float>"
+        if isinstance(value, dict):
+            return {key: strip(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [strip(item) for item in value]
+        return value
+
+    return strip(predictions), numbers
+
+
+def assert_same_predictions(actual, expected):
+    """Same codes, synonyms, spans and offsets; probabilities and weights within 1e-5 (batch padding,
+    thread count and the CPU's kernels change their last bits, so neither equality nor rounding holds)."""
+    actual_structure, actual_numbers = split_numbers(actual)
+    expected_structure, expected_numbers = split_numbers(expected)
+    assert actual_structure == expected_structure
+    np.testing.assert_allclose(actual_numbers, expected_numbers, rtol=0, atol=1e-5)
 
 
 def test_evidence_spans_grow_around_peaks():
@@ -41,7 +62,7 @@ def test_evidence_spans_grow_around_peaks():
 def test_finds_planted_codes_and_their_evidence(coder):
     notes = synthetic_notes(60, seed=3)  # the checkpoint's test split
     outputs = coder([note["text"] for note in notes], batch_size=16)
-    found = hits = 0
+    found = hits = chance = 0
     for note, predictions in zip(notes, outputs):
         codes = [prediction["code"] for prediction in predictions]
         assert [p["probability"] for p in predictions] == sorted((p["probability"] for p in predictions), reverse=True)
@@ -49,21 +70,42 @@ def test_finds_planted_codes_and_their_evidence(coder):
         for prediction in predictions:
             assert all(note["text"][e["start"] : e["end"]] == e["text"] for e in prediction["evidence"])
             if prediction["code"] in note["labels"]:
-                top_span = split_words(prediction["evidence"][0]["text"])
-                hits += any(word in top_span for word in SIGNALS[prediction["code"]][1])
+                top_span, words = split_words(prediction["evidence"][0]["text"]), split_words(note["text"])
+                signals = SIGNALS[prediction["code"]][1]
+                hits += any(word in top_span for word in signals)
+                # what a span of that length placed at random would hit
+                starts = range(len(words) - len(top_span) + 1)
+                chance += sum(any(w in words[s : s + len(top_span)] for w in signals) for s in starts) / len(starts)
             terms, _ = SIGNALS[prediction["code"]]
             assert prediction["description"] == terms[0] and prediction["synonym"] in terms
+    # Margins measured over 5 training seeds x 1 and 2 threads (each trains a different model, far more
+    # apart than one model on two CPUs): notes with all their codes found, worst 58 of 60 (bound 54).
     assert found >= 0.9 * len(notes)
-    # Attention is not a perfect explanation: in this checkpoint one code (I10) is predicted right
-    # without its attention landing on its words (77 of 87 correct codes have them in the top span).
+    # Each note's codes are its most probable ones: worst 60 of 60, gold-vs-other gap at least 0.10 (bound 57).
+    ranked = coder([note["text"] for note in notes], top_k=len(SIGNALS))
+    assert sum({p["code"] for p in predictions[: len(note["labels"])]} == set(note["labels"])
+               for note, predictions in zip(notes, ranked)) >= 0.95 * len(notes)
+    # Attention is not a perfect explanation: the top span of a correct code holds one of its planted words
+    # for 71-98% of correct codes (worst seen 0.71, 5.2 times chance), where a span placed at random would
+    # for 13-16%.
     correct = sum(p["code"] in note["labels"] for note, predictions in zip(notes, outputs) for p in predictions)
-    assert hits >= 0.8 * correct, (hits, correct)
+    assert hits >= 0.5 * correct and hits >= 3 * chance, (hits, correct, chance)
 
 
 def test_top_k_threshold_and_evidence_parameters(coder):
     note = synthetic_notes(1, seed=5)[0]["text"]
     assert len(coder(note, top_k=5)) == 5 and len(coder(note, top_k=99)) == len(SIGNALS)
-    assert len(coder(note, threshold=0.999999)) <= len(coder(note, threshold=1e-6)) == len(SIGNALS)
+    # A threshold predicts exactly the codes whose probability exceeds it. Checked against the model's own
+    # scores, at thresholds between its distinct probabilities and below them all, not at a fixed floor:
+    # how close a code's probability comes to 0 depends on the machine (one was below 1e-6 on another CPU).
+    probabilities = {p["code"]: p["probability"] for p in coder(note, top_k=99)}
+    levels = sorted(set(probabilities.values()))
+    thresholds = [(low + high) / 2 for low, high in zip(levels, levels[1:]) if high - low > 1e-6 and low + high < 2]
+    thresholds += [levels[0] / 2] if levels[0] > 0 else []
+    assert thresholds
+    for threshold in thresholds:
+        expected = {code for code, probability in probabilities.items() if probability > threshold}
+        assert {p["code"] for p in coder(note, threshold=threshold)} == expected, threshold
     predictions = coder(note, top_k=2, num_evidence=1, max_span_tokens=1)
     assert all(len(p["evidence"]) == 1 and len(split_words(p["evidence"][0]["text"])) == 1 for p in predictions)
     with pytest.raises(ValueError, match="threshold is a probability"):
@@ -120,9 +162,9 @@ def test_empty_unknown_and_mixed_length_notes(tokenizer, caplog):
     assert "11 tokens; MSMN reads the first 8" in caplog.text and "3 tokens" in caplog.text
     assert "Jane" not in caplog.text and "pneumonia" not in caplog.text
     cut = secret[: secret.index(" pain")]  # its first 8 tokens
-    assert rounded(coder(cut, top_k=2)) == rounded(outputs[3])
+    assert_same_predictions(coder(cut, top_k=2), outputs[3])
     # one at a time gives what batches gave
-    assert [rounded(coder(note, top_k=2)) for note in notes] == rounded(outputs)
+    assert_same_predictions([coder(note, top_k=2) for note in notes], outputs)
 
 
 def test_rejects_a_model_that_is_not_msmn(tmp_path):
@@ -149,7 +191,7 @@ print(json.dumps([type(coder).__module__, coder({note!r}), classifier({note!r})]
     assert result.returncode == 0, result.stderr[-3000:]
     module, predictions, [scores] = json.loads(result.stdout.strip().splitlines()[-1])
     assert module.startswith("transformers_modules.") and module.endswith("pipeline_msmn")
-    assert predictions == json.loads(json.dumps(coder(note)))
+    assert_same_predictions(predictions, json.loads(json.dumps(coder(note))))  # that process ran on 1 thread
     # the stock pipeline gives every code's sigmoid probability under the code's name
     model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -173,4 +215,4 @@ def test_folder_saved_without_the_pipeline_still_codes_with_the_package(tokenize
     (tmp_path / "config.json").write_text(json.dumps(config))
     coder = pipeline("icd-coding", model=str(tmp_path), device="cpu")  # the registered task of `import modeling_msmn`
     expected = pipeline("icd-coding", model=model, tokenizer=tokenizer, device="cpu")
-    assert rounded(coder(NOTES[:3], top_k=2)) == rounded(expected(NOTES[:3], top_k=2))
+    assert_same_predictions(coder(NOTES[:3], top_k=2), expected(NOTES[:3], top_k=2))

@@ -53,11 +53,13 @@ def test_learns_planted_codes_and_saves_threshold(synthetic_checkpoint):
     for note in synthetic_notes(3, seed=2):  # note text never reaches the logs
         assert note["text"] not in result.stdout + result.stderr
     results = json.loads((folder / "test_results.json").read_text())
+    # worst test micro-F1 over 5 training seeds x 1 and 2 threads: 0.969 (bound 0.9)
     assert results["micro_f1"] >= 0.9, results
     config = json.loads((folder / "config.json").read_text())
     assert config["threshold"] == results["threshold"] and config["threshold"] != 0.5
 
 
+@pytest.mark.slow
 def test_codiesp_slice_end_to_end_and_reload(tmp_path):
     tiny_model = TINY_MODEL[: TINY_MODEL.index("--word2vec_epochs")]  # the default passes: 100 for 40 notes
     result = run_train("--preset", "codiesp-d-50", "--max_train_samples", "40", "--max_eval_samples", "24",
@@ -70,7 +72,7 @@ def test_codiesp_slice_end_to_end_and_reload(tmp_path):
     results = json.loads((folder / "test_results.json").read_text())
     assert {"macro_auc", "micro_f1", "precision_at_5", "map", "threshold"} <= set(results)
     assert not list(folder.glob("*.bin")) and (folder / "training_args.json").is_file()  # no pickle
-    card = (folder / "README.md").read_text()
+    card = (folder / "README.md").read_text(encoding="utf-8")
     assert "model-index:" in card and "CodiEsp" in card and "{type: precision_at_5, value:" in card
     assert "license: cc-by-4.0" in card  # the weights follow the data's licence
     assert "PhysioNet" not in card
@@ -89,8 +91,9 @@ names = test.features["labels"].feature.names
 codes = [model.config.id2label[i] for i in range(model.config.num_labels)]
 assert codes == names
 with torch.no_grad():
-    logits = torch.cat([model(**tokenizer(test["text"][i:i + 8], padding=True, truncation=True, return_tensors="pt")).logits
-                        for i in range(0, 24, 8)])
+    # the batches train.py's evaluation used (16 per batch): other padding would change the last bits
+    logits = torch.cat([model(**tokenizer(test["text"][i:i + 16], padding=True, truncation=True, return_tensors="pt")).logits
+                        for i in range(0, 24, 16)])
 probabilities = torch.sigmoid(logits).numpy()
 labels = torch.zeros(24, len(codes), dtype=torch.bool)
 for row, document in enumerate(test["labels"]):
@@ -112,6 +115,7 @@ def final_state(folder):
     return load_file(folder / "model.safetensors")
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_match_one(corpus):
     write_jsonl(corpus / "small.jsonl.gz", synthetic_notes(16, seed=4))
     common = ["--train_file", "small.jsonl.gz", "--validation_file", "dev.jsonl.gz", "--test_file", "test.jsonl.gz",
@@ -134,6 +138,7 @@ def test_torchrun_two_processes_match_one(corpus):
     assert results_two["micro_auc"] == pytest.approx(results_one["micro_auc"], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_resume_ends_like_an_uninterrupted_run(corpus):
     common = [*FILES, "--num_train_epochs", "4", "--per_device_train_batch_size", "16", "--save_total_limit", "10",
               *TINY_MODEL]
@@ -147,6 +152,21 @@ def test_resume_ends_like_an_uninterrupted_run(corpus):
         (corpus / "whole" / "test_results.json").read_text())
 
 
+@pytest.mark.slow
+def test_same_command_and_seed_train_the_same_model(corpus, tmp_path):
+    # Each run has its own empty Hugging Face cache, so word2vec is trained again, not read back.
+    common = [*FILES, "--num_train_epochs", "2", "--per_device_train_batch_size", "16", "--save_strategy", "no",
+              "--load_best_model_at_end", "false", *TINY_MODEL]
+    for name in ("first", "second"):
+        result = run_train(*common, "--output_dir", name, cwd=corpus, environment={"HF_HOME": str(tmp_path / name)})
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert "word2vec: 2 passes over 160 notes" in result.stderr  # trained, not read from a cache
+    first, second = final_state(corpus / "first"), final_state(corpus / "second")
+    assert all(torch.equal(first[name], second[name]) for name in first)
+    assert (corpus / "first" / "test_results.json").read_bytes() == (corpus / "second" / "test_results.json").read_bytes()
+
+
+@pytest.mark.slow
 def test_killed_run_keeps_its_saved_checkpoints(corpus):
     command = [sys.executable, str(ROOT / "train.py"), *FILES, "--output_dir", "killed", "--num_train_epochs", "200",
                "--save_total_limit", "3", *TINY_MODEL]
@@ -166,6 +186,7 @@ def test_killed_run_keeps_its_saved_checkpoints(corpus):
     AutoTokenizer.from_pretrained(newest, trust_remote_code=True)
 
 
+@pytest.mark.slow
 def test_push_to_hub_uploads_a_loadable_folder(corpus, monkeypatch, tmp_path):
     from huggingface_hub import HfApi
 
