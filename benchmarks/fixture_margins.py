@@ -27,22 +27,12 @@ import synthetic_corpus  # noqa: E402
 def measure(folder: str) -> dict:
     from transformers import pipeline
 
-    from modeling_msmn import split_words
-
     results = json.loads((Path(folder) / "test_results.json").read_text())
     coder = pipeline("icd-coding", model=folder, trust_remote_code=True, device="cpu")
     notes = synthetic_corpus.synthetic_notes(60, seed=3)  # the test split
-    found = hits = correct = 0
-    chance = 0.0
-    for note, predictions in zip(notes, coder([note["text"] for note in notes], batch_size=16)):
-        found += set(note["labels"]) <= {p["code"] for p in predictions}
-        for prediction in (p for p in predictions if p["code"] in note["labels"]):
-            span, words = split_words(prediction["evidence"][0]["text"]), split_words(note["text"])
-            signals = synthetic_corpus.SIGNALS[prediction["code"]][1]
-            correct += 1
-            hits += any(word in span for word in signals)
-            starts = range(len(words) - len(span) + 1)
-            chance += sum(any(w in words[s : s + len(span)] for w in signals) for s in starts) / len(starts)
+    outputs = coder([note["text"] for note in notes], batch_size=16)
+    found = sum(set(note["labels"]) <= {p["code"] for p in predictions} for note, predictions in zip(notes, outputs))
+    hits, correct, chance = synthetic_corpus.evidence_hits(notes, outputs)
     ranked, gaps = 0, []
     for note, predictions in zip(notes, coder([note["text"] for note in notes], top_k=99)):
         gold = [p["probability"] for p in predictions if p["code"] in note["labels"]]

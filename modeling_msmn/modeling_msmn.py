@@ -362,17 +362,18 @@ class MSMNModel(MSMNPreTrainedModel):
             term_ids, distinct_row = torch.unique(term_ids, dim=0, return_inverse=True)
         lengths = sequence_lengths(term_ids != self.config.pad_token_id)  # (T,) ≥ 1: an empty term reads one PAD
         longest = int(lengths.max())
+        # What a padding position outputs, (d,): zero from the LSTM, then the output projection's bias
         projection = self.encoder.output_projection
-        padding_output = projection.bias if projection is not None else None  # the LSTM outputs zeros there
+        padding_output = projection.bias if projection is not None else self.code_term_ids.new_zeros(
+            self.config.hidden_size, dtype=self.encoder.word_embeddings.weight.dtype)
         pooled_buckets, bucket_rows = [], []
         for length in lengths.unique().tolist():
             rows = (lengths == length).nonzero().squeeze(1)
             term_states = self.encoder(term_ids[rows, :length], lengths[rows])  # (rows, length, d), no padding
             pooled = term_states.max(dim=1).values
             if length < longest and not self.config.mask_synonym_padding:
-                padding = padding_output.expand_as(pooled) if padding_output is not None else torch.zeros_like(pooled)
                 # max over (term, padding) like max over positions: the gradient goes to one of them
-                pooled = torch.stack([pooled, padding]).max(dim=0).values
+                pooled = torch.stack([pooled, padding_output.expand_as(pooled)]).max(dim=0).values
             pooled_buckets.append(pooled)
             bucket_rows.append(rows)
         term_vectors = torch.cat(pooled_buckets)[torch.argsort(torch.cat(bucket_rows))]  # back to row order

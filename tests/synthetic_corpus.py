@@ -35,6 +35,24 @@ def synthetic_notes(count, seed):
     return notes
 
 
+def evidence_hits(notes, outputs):
+    """(correct codes whose top evidence span holds one of the code's planted words, correct codes, how many
+    spans of the same lengths placed at random in the notes would, on average) of the pipeline's outputs."""
+    from modeling_msmn import split_words
+
+    hits = correct = 0
+    chance = 0.0
+    for note, predictions in zip(notes, outputs):
+        words = split_words(note["text"])
+        for prediction in (p for p in predictions if p["code"] in note["labels"]):
+            span, signals = split_words(prediction["evidence"][0]["text"]), SIGNALS[prediction["code"]][1]
+            correct += 1
+            hits += any(word in span for word in signals)
+            starts = range(len(words) - len(span) + 1)
+            chance += sum(any(w in words[s : s + len(span)] for w in signals) for s in starts) / len(starts)
+    return hits, correct, chance
+
+
 def write_jsonl(path, notes):
     with gzip.open(path, "wt", encoding="utf-8") as file:
         file.writelines(json.dumps(note) + "\n" for note in notes)
