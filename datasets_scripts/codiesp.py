@@ -8,9 +8,12 @@ Ships with the package (`data/codiesp/`, CC BY 4.0, see its README) and is its d
     dataset = load_codiesp("codiesp-p", data_dir="/path/to/your/codiesp")  # the original folder layout
 
 Configs: `codiesp-d-50` (the 50 most frequent train diagnosis codes), `codiesp-d` (every diagnosis
-code of train ∪ dev ∪ test, plus `extra_codes`, so that test codes never seen in training can be
-scored from their terms), `codiesp-p` (every procedure code, plus `extra_codes`); `language` "en"
-(the organisers' English machine translation, default) or "es" (the original). Codes are
+code of the train split, plus `extra_codes`), `codiesp-p` (every procedure code of the train split,
+plus `extra_codes`); `language` "en" (the organisers' English machine translation, default) or "es"
+(the original). Label sets are read off the train split only: a label set that looked at dev or test
+would tell a model which never-trained codes to expect there. Codes absent from the label set stay
+in `gold_codes`; a model scores them from their terms (`set_codes`, see
+`benchmarks/codiesp_all_codes.py`). Codes are
 upper-cased (diagnoses keep ICD-10-CM's dot: "N44.8"; procedures are ICD-10-PCS: "BW03ZZZ").
 
 Each example: `id`, `text`, `labels` (class labels in sorted code order), `gold_codes` (all its
@@ -149,7 +152,7 @@ def label_set(splits: dict[str, list[dict]], task: str, top_k: int | None, extra
     if top_k is not None:
         counts = Counter(code for record in splits["train"] for code in record[field])
         return sorted(code for code, _ in sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:top_k])
-    codes = {code for records in splits.values() for record in records for code in record[field]}
+    codes = {code for record in splits["train"] for code in record[field]}
     return sorted(codes | {normalize_code(code) for code in extra_codes})
 
 
@@ -166,8 +169,8 @@ class Codiesp(datasets.GeneratorBasedBuilder):
     BUILDER_CONFIG_CLASS = CodiespConfig
     BUILDER_CONFIGS = [
         CodiespConfig(name="codiesp-d-50", task="d", top_k=50, description="the 50 most frequent train diagnosis codes"),
-        CodiespConfig(name="codiesp-d", task="d", description="every diagnosis code (ICD-10-CM)"),
-        CodiespConfig(name="codiesp-p", task="p", description="every procedure code (ICD-10-PCS)"),
+        CodiespConfig(name="codiesp-d", task="d", description="every train diagnosis code (ICD-10-CM)"),
+        CodiespConfig(name="codiesp-p", task="p", description="every train procedure code (ICD-10-PCS)"),
     ]
     DEFAULT_CONFIG_NAME = "codiesp-d-50"
 
