@@ -343,8 +343,9 @@ class MSMNModel(MSMNPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding):
         self.encoder.word_embeddings = value
 
-    def encode_terms(self) -> torch.Tensor:
-        """Each code term's encoder states, max-pooled over positions: (C·M, d), code-major.
+    def encode_terms(self, term_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Each code term's encoder states, max-pooled over positions: (C·M, d), code-major; or those of
+        `term_ids`, rows of `code_term_ids` (e.g. the terms of some codes), pooled exactly as within all.
 
         Reference mode pools over padding positions too, up to the length of the longest term (the
         width of the reference's `pad_packed_sequence` output, not all `term_length` positions);
@@ -356,12 +357,13 @@ class MSMNModel(MSMNPreTrainedModel):
         for every term shorter than the longest. This equals pooling the padded terms exactly.
         Without dropout (evaluation), each distinct term is encoded once.
         """
-        term_ids = self.code_term_ids
+        # the longest term of the whole code set sets the reference's pooling width
+        longest = int(sequence_lengths(self.code_term_ids != self.config.pad_token_id).max())
+        term_ids = self.code_term_ids if term_ids is None else term_ids
         distinct_row = None
         if not self.training:  # no dropout: equal terms get equal vectors
             term_ids, distinct_row = torch.unique(term_ids, dim=0, return_inverse=True)
         lengths = sequence_lengths(term_ids != self.config.pad_token_id)  # (T,) ≥ 1: an empty term reads one PAD
-        longest = int(lengths.max())
         # What a padding position outputs, (d,): zero from the LSTM, then the output projection's bias
         projection = self.encoder.output_projection
         padding_output = projection.bias if projection is not None else self.code_term_ids.new_zeros(
@@ -379,10 +381,14 @@ class MSMNModel(MSMNPreTrainedModel):
         term_vectors = torch.cat(pooled_buckets)[torch.argsort(torch.cat(bucket_rows))]  # back to row order
         return term_vectors if distinct_row is None else term_vectors[distinct_row]
 
-    def encode_codes(self) -> MSMNCodeEncoding:
-        """Synonym vectors, attention queries and code vectors from the code terms (spec §4)."""
-        num_codes, num_synonyms = self.config.num_labels, self.config.num_synonyms
-        synonym_vectors = self.encode_terms().view(num_codes, num_synonyms, -1)
+    def encode_codes(self, code_indices: torch.Tensor | None = None) -> MSMNCodeEncoding:
+        """Synonym vectors, attention queries and code vectors from the code terms (spec §4), of every
+        code or of the codes at `code_indices` (c,)."""
+        num_synonyms = self.config.num_synonyms
+        term_ids = None
+        if code_indices is not None:  # the M rows of each chosen code
+            term_ids = self.code_term_ids.view(self.config.num_labels, num_synonyms, -1)[code_indices].flatten(0, 1)
+        synonym_vectors = self.encode_terms(term_ids).view(-1, num_synonyms, self.config.hidden_size)
         return MSMNCodeEncoding(
             synonym_vectors=synonym_vectors,
             synonym_queries=self.attention.synonym_projection(synonym_vectors),
@@ -430,11 +436,13 @@ class MSMNModel(MSMNPreTrainedModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         code_encoding: MSMNCodeEncoding | None = None,
+        code_indices: torch.Tensor | None = None,
     ) -> MSMNModelOutput:
         r"""
         input_ids: (B, N) right-padded token ids of the notes.
         attention_mask: (B, N) 1 on real tokens; by default, where input_ids is not the PAD id.
         code_encoding: a precomputed `encode_codes()` to reuse (e.g. across the two R-Drop passes).
+        code_indices: (c,) represent only these codes (e.g. a training step's sampled codes), in this order.
         """
         if input_ids.dim() != 2 or input_ids.shape[0] == 0:
             raise ValueError(f"MSMN expects input_ids of shape (batch ≥ 1, tokens), got {tuple(input_ids.shape)}.")
@@ -453,7 +461,7 @@ class MSMNModel(MSMNPreTrainedModel):
                 f"attention_mask has shape {tuple(attention_mask.shape)}, input_ids {tuple(input_ids.shape)}."
             )
         if code_encoding is None:
-            code_encoding = self.code_encoding()
+            code_encoding = self.code_encoding() if code_indices is None else self.encode_codes(code_indices)
         note_states = self.encoder(input_ids, sequence_lengths(attention_mask))
         code_representations = self.attention(note_states, attention_mask, code_encoding.synonym_queries)
         return MSMNModelOutput(
@@ -493,7 +501,9 @@ class MSMNForSequenceClassification(MSMNPreTrainedModel):
             )
         self.msmn.set_codes(codes, code_term_ids, code_terms, code_descriptions)
 
-    def score(self, code_representations: torch.Tensor, code_vectors: torch.Tensor) -> torch.Tensor:
+    def score(
+        self, code_representations: torch.Tensor, code_vectors: torch.Tensor, code_indices: torch.Tensor | None = None
+    ) -> torch.Tensor:
         # code_representations v: (B, C, d); code_vectors q: (C, d) → logits (B, C)
         score_function = self.config.score_function
         if score_function == "reference":
@@ -504,10 +514,10 @@ class MSMNForSequenceClassification(MSMNPreTrainedModel):
             return torch.einsum("bcd,cd->bc", code_representations, self.code_weight(code_vectors))
         if score_function == "dot":
             return torch.einsum("bcd,cd->bc", code_representations, code_vectors)
-        return (
-            torch.einsum("bcd,cd->bc", code_representations, self.per_code_classifier.weight)
-            + self.per_code_classifier.bias
-        )
+        weight, bias = self.per_code_classifier.weight, self.per_code_classifier.bias
+        if code_indices is not None:
+            weight, bias = weight[code_indices], bias[code_indices]
+        return torch.einsum("bcd,cd->bc", code_representations, weight) + bias
 
     def forward(
         self,
@@ -515,12 +525,16 @@ class MSMNForSequenceClassification(MSMNPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         code_encoding: MSMNCodeEncoding | None = None,
+        code_indices: torch.Tensor | None = None,
     ) -> SequenceClassifierOutput:
         r"""
-        labels: (B, C) multi-hot code labels in label order; gives the mean BCE-with-logits loss.
+        labels: (B, C) multi-hot code labels in label order (with `code_indices`: (B, c), in their
+            order); gives the mean BCE-with-logits loss.
+        code_indices: (c,) score only these codes: logits (B, c) equal to those columns of all codes' logits.
         """
-        outputs = self.msmn(input_ids, attention_mask=attention_mask, code_encoding=code_encoding)
-        logits = self.score(outputs.code_representations, outputs.code_vectors)
+        outputs = self.msmn(input_ids, attention_mask=attention_mask, code_encoding=code_encoding,
+                            code_indices=code_indices)
+        logits = self.score(outputs.code_representations, outputs.code_vectors, code_indices)
         loss = None
         if labels is not None:
             if labels.shape != logits.shape:

@@ -71,13 +71,44 @@ def test_logits_and_gradients_equal_the_padded_formulation(tokenizer, shape):
         assert not torch.allclose(unpadded, bucketed_vectors[short])
 
     bucketed_logits, bucketed_gradients = logits_and_gradients()
-    model.msmn.encode_terms = lambda: padded_term_vectors(model.msmn)
+    model.msmn.encode_terms = lambda term_ids=None: padded_term_vectors(model.msmn)
     padded_logits, padded_gradients = logits_and_gradients()
     torch.testing.assert_close(bucketed_logits, padded_logits, rtol=1e-13, atol=1e-14)
     assert bucketed_gradients.keys() == padded_gradients.keys()
     for name, gradient in padded_gradients.items():
         torch.testing.assert_close(bucketed_gradients[name], gradient, rtol=1e-12, atol=1e-14, msg=name)
         assert gradient.abs().sum() > 0 or name.startswith("msmn.encoder.word_embeddings"), name
+
+
+@pytest.mark.parametrize("score_function", ["reference", "linear"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_some_codes_score_as_within_all_codes(tokenizer, shape, score_function):
+    """`code_indices` (a training step's sampled codes) gives those columns of all codes' logits, and the
+    gradients of a loss on them, although the longest term (code 0's) is not among them."""
+    rnn_dim, hidden_size, num_lstm_layers, masked = SHAPES[shape]
+    model = make_model(tokenizer, num_synonyms=4, rnn_dim=rnn_dim, hidden_size=hidden_size, num_lstm_layers=num_lstm_layers,
+                       mask_synonym_padding=masked, score_function=score_function, embedding_dropout=0.0,
+                       lstm_dropout=0.0, representation_dropout=0.0)
+    model.msmn.set_codes(CODES, term_ids_of_every_length(tokenizer, num_synonyms=4))  # same codes: "linear" too
+    model.double().train()
+    inputs = tokenizer(NOTES, padding=True, return_tensors="pt")
+    code_indices = torch.tensor([1, 2])
+    labels = torch.zeros(len(NOTES), len(code_indices), dtype=torch.float64)
+    labels[0, 1] = labels[2, 0] = 1
+    results = []
+    for subset in (True, False):
+        model.zero_grad()
+        if subset:
+            logits = model(**inputs, labels=labels, code_indices=code_indices).logits
+        else:
+            logits = model(**inputs).logits[:, code_indices]
+        torch.nn.functional.binary_cross_entropy_with_logits(logits, labels).backward()
+        results.append((logits.detach(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}))
+    (some_logits, some_gradients), (all_logits, all_gradients) = results
+    torch.testing.assert_close(some_logits, all_logits, rtol=1e-13, atol=1e-14)
+    assert some_gradients.keys() == all_gradients.keys()
+    for name, gradient in all_gradients.items():
+        torch.testing.assert_close(some_gradients[name], gradient, rtol=1e-12, atol=1e-14, msg=name)
 
 
 def test_evaluation_encodes_each_distinct_term_once(tokenizer, monkeypatch):
