@@ -29,6 +29,18 @@ def test_rdrop_kl_forms_by_hand():
     assert train.rdrop_kl(first, first, "reference") == 0 and train.rdrop_kl(first, first, "bernoulli").abs() < 1e-7
 
 
+def test_sampled_codes_keep_every_gold_code():
+    labels = torch.zeros(3, 40)
+    labels[0, [2, 7]] = labels[2, [7, 31]] = 1
+    torch.manual_seed(0)
+    drawn = [train.sampled_codes(labels, 5) for _ in range(20)]
+    for codes in drawn:
+        assert len(codes) == 8 and {2, 7, 31} <= set(codes.tolist())
+        assert torch.equal(codes, codes.unique())  # ascending, no repeats
+    assert len({tuple(codes.tolist()) for codes in drawn}) > 1  # the negatives change from step to step
+    assert torch.equal(train.sampled_codes(labels, 100), torch.arange(40))  # fewer codes than asked: all
+
+
 def test_rdrop_loss_uses_two_dropout_passes(tokenizer):
     from conftest import CODES, NOTES, make_model
 
@@ -160,10 +172,28 @@ def test_same_command_and_seed_train_the_same_model(corpus, tmp_path):
     for name in ("first", "second"):
         result = run_train(*common, "--output_dir", name, cwd=corpus, environment={"HF_HOME": str(tmp_path / name)})
         assert result.returncode == 0, result.stderr[-3000:]
-    assert "word2vec: 2 passes over 160 notes" in result.stderr  # trained, not read from a cache
+    assert "word2vec: 2 passes over 160 texts" in result.stderr  # trained, not read from a cache
     first, second = final_state(corpus / "first"), final_state(corpus / "second")
     assert all(torch.equal(first[name], second[name]) for name in first)
     assert (corpus / "first" / "test_results.json").read_bytes() == (corpus / "second" / "test_results.json").read_bytes()
+
+
+@pytest.mark.slow
+def test_candidate_codes_join_the_vocabulary_and_word2vec(corpus):
+    # --candidate_codes icd10cm: every word of every ICD-10-CM code's terms gets a token and a word2vec
+    # vector, so that the saved model can score ICD-10-CM codes it was not trained on (set_codes).
+    result = run_train(*FILES, "--output_dir", "out", "--num_train_epochs", "1", "--save_strategy", "no",
+                       "--load_best_model_at_end", "false", *TINY_MODEL, "--word2vec_epochs", "1",
+                       "--candidate_codes", "icd10cm", cwd=corpus)
+    assert result.returncode == 0, result.stderr[-3000:]
+    candidate_terms = train.candidate_code_terms("icd10cm", num_synonyms=2)
+    assert "cholera due to vibrio cholerae 01, biovar cholerae" in candidate_terms
+    words = {word for term in candidate_terms for word in train.split_words(term)}
+    tokenizer = AutoTokenizer.from_pretrained(corpus / "out", trust_remote_code=True)
+    assert len(words) > 10_000 and words <= set(tokenizer.get_vocab())
+    assert f"{len(words) + 2} vocabulary words have a vector" not in result.stderr  # the notes' words come too
+    vectors_found = int(result.stderr.split("word2vec: ")[2].split(" of ")[0])
+    assert vectors_found >= len(words)  # each candidate word was in word2vec's corpus
 
 
 @pytest.mark.slow
@@ -223,6 +253,9 @@ def test_bad_inputs_fail_before_training(corpus):
     assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr  # a message, not a crash
     result = run_train("--preset", "mimic3-50", cwd=corpus)
     assert "MIMIC-III needs --data_dir" in result.stderr
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():  # CPUs with AVX512-BF16 or AMX can run --bf16
+        result = run_train("--bf16", cwd=corpus)
+        assert "--bf16: this CPU has no bfloat16 arithmetic" in result.stderr and "Traceback" not in result.stderr
 
     base = ["--code_terms", "code_terms.json", "--output_dir", "out", *TINY_MODEL]
     result = run_train("--train_file", "missing.jsonl", *base, cwd=corpus)
@@ -236,6 +269,8 @@ def test_bad_inputs_fail_before_training(corpus):
     (corpus / "broken.jsonl").write_text('{"text": "Jane Doe", "labels": ["I10"]}\n{"text": "Jane Doe", \n')
     result = run_train("--train_file", "broken.jsonl", *base, cwd=corpus)
     assert "broken.jsonl, line 2: not valid JSON" in result.stderr and "Jane Doe" not in result.stderr
+    result = run_train("--train_file", "train.jsonl.gz", "--candidate_codes", "icd9cm", *base, cwd=corpus)
+    assert "--candidate_codes 'icd9cm': the one code system at hand is icd10cm" in result.stderr
     (corpus / "empty.jsonl").write_text("\n")
     result = run_train("--train_file", "train.jsonl.gz", "--validation_file", "empty.jsonl", *base, cwd=corpus)
     assert "empty.jsonl: holds no notes" in result.stderr
