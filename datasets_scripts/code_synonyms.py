@@ -158,6 +158,20 @@ def open_icd10cm_synonyms(
     return synonyms, fallbacks
 
 
+def icd10cm_codes() -> list[str]:
+    """Every ICD-10-CM code of the tabular list that a coder can assign: its categories and
+    subcategories, billable or not (CodiEsp's coders also used non-billable ones, e.g. C50.9),
+    without chapters and blocks, each once: 98,186 codes in `simple-icd-10-cm` 1.5 (its list holds 39
+    of them twice)."""
+    import warnings
+
+    with warnings.catch_warnings():  # the package imports the deprecated pkg_resources
+        warnings.simplefilter("ignore")
+        import simple_icd_10_cm as icd10cm
+    codes = [code for code in icd10cm.get_all_codes(with_dots=True) if icd10cm.is_category(code) or icd10cm.is_subcategory(code)]
+    return list(dict.fromkeys(codes))
+
+
 def codiesp_synonyms(
     config_name: str, language: str = "en", num_synonyms: int = 4, seed: int = 0, data_dir: str | None = None
 ) -> tuple[dict[str, list[str]], dict]:

@@ -7,6 +7,7 @@ import pytest
 
 from datasets_scripts.code_synonyms import (
     clean_term,
+    icd10cm_codes,
     main,
     open_icd10cm_synonyms,
     open_icd9_synonyms,
@@ -104,6 +105,13 @@ def test_open_icd9_titles(tmp_path):
     assert set(synonyms["410.71"][1:]) == {"subendo infarct, initial", "subendocardial infarction, initial episode of care"}
     assert set(synonyms["38.93"][1:]) == {"venous cath nec", "venous catheterization, not elsewhere classified"}
     assert synonyms["V99.9"] == []
+
+
+def test_every_assignable_icd10cm_code():
+    codes = icd10cm_codes()
+    assert len(codes) == len(set(codes)) > 90_000
+    assert {"A00", "A00.0", "C50.9", "C50.911", "I10", "Z99.89"} <= set(codes)  # C50.9: not billable, used in CodiEsp
+    assert not {"A00-A09", "1", "I"} & set(codes)  # no blocks, no chapters
 
 
 def test_open_icd10cm_real_entries():
