@@ -3,6 +3,8 @@
 TF-IDF (word 1–2-grams) + one-vs-rest logistic regression on CodiEsp (same config, language and
 splits as `train.py --preset ...`). The regularisation C and the decision threshold are selected on
 dev (C by the preset's selection metric, the threshold for micro-F1); test is only evaluated.
+Codes are those of the config's label set (for `codiesp-d`, the train split's 1,767: half an hour or more
+on a 2-core CPU); MAP counts every gold code.
 
     pip install -e ".[benchmark]" && python benchmarks/codiesp_baseline.py [--config codiesp-d-50] [--language en]
 """

@@ -7,9 +7,11 @@ forward + backward in training mode (dropout on, as every training step runs it)
 without gradients in evaluation mode (as the pipeline's cached code encoding; the buckets then
 encode each distinct term once). fp32 on CPU, each measurement in a fresh process.
 `--training-step` also times one whole training step at the MIMIC-full shape (B notes of N
-tokens, forward + backward, R-Drop's doubled batch not included).
+tokens, forward + backward, R-Drop's doubled batch not included), scoring every code, and scoring
+the batch's gold codes plus 256 random others (`train.py --sampled_negative_codes 256`).
 
     python benchmarks/term_encoding.py [--shapes codiesp-d mimic-full] [--training-step --batch-size 16 --tokens 4000]
+        [--sampled-negative-codes 0 256]
 """
 
 import argparse
@@ -34,11 +36,14 @@ NUM_SYNONYMS, TERM_LENGTH = 4, 30
 
 
 def codiesp_term_ids():
-    """(tokenizer, term ids (C·M, 30)) of the real codiesp-d code terms, as train.py builds them."""
-    from datasets_scripts.code_synonyms import codiesp_synonyms
+    """(tokenizer, term ids (C·M, 30)) of the terms of every CodiEsp diagnosis code (train ∪ dev ∪
+    test: 2,557 codes, the shape this benchmark has always reported), as train.py builds them."""
+    from datasets_scripts.code_synonyms import open_icd10cm_synonyms
+    from datasets_scripts.codiesp import read_shipped_split
 
-    code_terms = codiesp_synonyms("codiesp-d", "en", NUM_SYNONYMS)[0]
-    codes = sorted(code_terms)
+    codes = sorted({code for split in ("train", "dev", "test") for record in read_shipped_split(split)
+                    for code in record["diagnosis_codes"]})
+    code_terms = open_icd10cm_synonyms(codes, 0, NUM_SYNONYMS - 1)[0]
     words = [word for code in codes for term in code_terms[code] for word in split_words(term)]
     tokenizer = build_tokenizer(build_vocabulary([], extra_words=words))
     term_ids, _ = build_code_term_ids(tokenizer, codes, code_terms, NUM_SYNONYMS, TERM_LENGTH, 0)
@@ -102,15 +107,24 @@ def run_one(shape, implementation, phase):
     return measure(step)
 
 
-def run_training_step(batch_size, num_tokens):
+def run_training_step(batch_size, num_tokens, sampled_negative_codes=0):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # train.py, at the top level
+    from train import sampled_codes
+
     model = build_model("mimic-full").train()
     generator = torch.Generator().manual_seed(0)
     input_ids = torch.randint(2, model.config.vocab_size, (batch_size, num_tokens), generator=generator)
     labels = (torch.rand(batch_size, model.config.num_labels, generator=generator) < 0.002).float()
+    torch.manual_seed(0)
 
     def step():
         model.zero_grad()
-        model(input_ids=input_ids, labels=labels).loss.backward()
+        if sampled_negative_codes:  # train.py --sampled_negative_codes: the batch's gold codes and random others
+            code_indices = sampled_codes(labels, sampled_negative_codes)
+            loss = model(input_ids=input_ids, labels=labels[:, code_indices], code_indices=code_indices).loss
+        else:
+            loss = model(input_ids=input_ids, labels=labels).loss
+        loss.backward()
 
     return measure(step)
 
@@ -122,7 +136,9 @@ def main():
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--tokens", type=int, default=4000)
     parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
-    parser.add_argument("--one-step", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--sampled-negative-codes", type=int, nargs="+", default=[0, 256],
+                        help="with --training-step: every code (0), or the gold codes and this many others")
+    parser.add_argument("--one-step", nargs=3, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_one(*args.one)))
@@ -144,10 +160,12 @@ def main():
             ratio = f"{padded['seconds'] / bucketed['seconds']:>6.1f}×" if "seconds" in padded else ""
             print(f"{shape:<11} {phase:<17} | {padded_text} | {bucketed['seconds']:>10.2f}{bucketed['peak_mib']:>7.0f} | {ratio}")
             sys.stdout.flush()
-    if args.training_step:
-        step = in_subprocess(__file__, "--one-step", str(args.batch_size), str(args.tokens), timeout=3600)
-        print(f"whole training step, mimic-full, B = {args.batch_size}, N = {args.tokens} (buckets): "
+    for sampled in args.sampled_negative_codes if args.training_step else ():
+        step = in_subprocess(__file__, "--one-step", str(args.batch_size), str(args.tokens), str(sampled), timeout=3600)
+        codes = "every code" if sampled == 0 else f"gold codes + {sampled} sampled negatives"
+        print(f"whole training step, mimic-full, B = {args.batch_size}, N = {args.tokens} (buckets), {codes}: "
               f"{step['seconds']:.1f} s, peak {step['peak_mib']:.0f} MiB")
+        sys.stdout.flush()
     print(f"load after: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
 
 

@@ -1,0 +1,138 @@
+"""Ranking every ICD-10-CM code for CodiEsp notes, codes never seen in training included.
+
+MSMN's default score has no per-code weights: a code is scored from its terms alone, so a model
+trained on the codes of CodiEsp's train split (`python train.py --preset codiesp-d`) can rank any
+code. This script gives a saved checkpoint each candidate set with `set_codes` and reports
+CodiEsp's MAP (its official measure, over all gold codes of each note: a gold code outside the
+candidates counts as never retrieved), P@8, and MAP over the assignments of codes absent from the
+train split ("unseen"), next to the same ranking with random scores; and the same with a
+train-frequency prior added to the logits (β·log(1 + the code's train count), β chosen on dev MAP
+among 0 to 2), since MSMN's score has no per-code term. Candidate sets, none read off the test split:
+
+- `icd10cm`: every ICD-10-CM category and subcategory (98,186, billable or not) plus the train codes
+  that the current list has retired: the CodiEsp shared task's setting;
+- `train+dev`: the codes of the train and dev splits.
+
+Candidate terms are the ICD-10-CM entries that train.py gives the train codes (description,
+inclusion terms, parent title; `datasets_scripts.code_synonyms`). The code encoding is computed once
+(no gradients, each distinct term once, length buckets); the attention runs in chunks of codes.
+Prints the time and the peak memory of scoring the 250 test notes, with the load (`uptime`).
+
+    python benchmarks/codiesp_all_codes.py [--checkpoint msmn-codiesp-d] [--candidates icd10cm train+dev]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import warnings
+from collections import Counter
+
+import numpy as np
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _measure import measure  # noqa: E402
+
+from datasets_scripts.code_synonyms import icd10cm_codes, open_icd10cm_synonyms  # noqa: E402
+from datasets_scripts.codiesp import read_shipped_split  # noqa: E402
+from modeling_msmn import build_code_term_ids  # noqa: E402
+from modeling_msmn.metrics import mean_average_precision  # noqa: E402
+
+
+PRIOR_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0)
+
+
+def precision_at_k(scores: np.ndarray, gold: list[list[int]], k: int) -> float:
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return float(np.mean([len(set(document) & set(row.tolist())) / k for row, document in zip(top, gold)]))
+
+
+def score_notes(model, tokenizer, texts: list[str], batch_size: int) -> np.ndarray:
+    """Logits (notes × codes) under no_grad, in batches of notes."""
+    batches = []
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            inputs = tokenizer(texts[start:start + batch_size], padding=True, truncation=True, return_tensors="pt")
+            batches.append(model(**inputs).logits.float().numpy())
+    return np.concatenate(batches)
+
+
+def ranking_metrics(scores: np.ndarray, records: list[dict], codes: list[str], train_codes: set[str]) -> dict:
+    """CodiEsp's MAP over all gold codes, P@8, and MAP over the gold codes absent from train."""
+    index = {code: i for i, code in enumerate(codes)}
+    gold_codes = [record["diagnosis_codes"] for record in records]
+    gold = [[index[code] for code in document if code in index] for document in gold_codes]
+    unseen_codes = [[code for code in document if code not in train_codes] for document in gold_codes]
+    unseen = [[index[code] for code in document if code in index] for document in unseen_codes]
+    unseen_totals = [len(document) for document in unseen_codes]
+    return {
+        "map": mean_average_precision(scores, gold, [len(document) for document in gold_codes]),
+        "precision_at_8": precision_at_k(scores, gold, 8),
+        "map_unseen_codes": mean_average_precision(scores, unseen, unseen_totals),
+        "gold_assignments_among_candidates": f"{sum(map(len, gold))} of {sum(map(len, gold_codes))}",
+        "unseen_assignments_among_candidates": f"{sum(map(len, unseen))} of {sum(unseen_totals)}",
+    }
+
+
+def rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, batch_size) -> dict:
+    """Scores dev and test against `codes`; MSMN's ranking, and with a train-frequency prior
+    β·log(1 + train count) added to the logits, β chosen on dev MAP."""
+    term_ids, terms = build_code_term_ids(tokenizer, codes, code_terms, model.config.num_synonyms, model.config.term_length)
+    term_tokens = [token for row in term_ids for token in row if token != tokenizer.pad_token_id]
+    model.set_codes(codes, term_ids, terms, [code_terms[code][0] for code in codes])
+    dev_scores = score_notes(model, tokenizer, [record["text_en"] for record in splits["dev"]], batch_size)
+    test = {}
+
+    def score_test():  # timed: the code encoding (cached since dev) was computed once, outside
+        test["scores"] = score_notes(model, tokenizer, [record["text_en"] for record in splits["test"]], batch_size)
+
+    timing = measure(score_test)
+    train_codes = set(train_counts)
+    prior = np.log1p(np.array([train_counts.get(code, 0) for code in codes], dtype=np.float32))
+    dev_map = {weight: ranking_metrics(dev_scores + weight * prior, splits["dev"], codes, train_codes)["map"]
+               for weight in PRIOR_WEIGHTS}
+    best_weight = max(PRIOR_WEIGHTS, key=lambda weight: (dev_map[weight], -weight))
+    random_scores = np.random.default_rng(0).random(test["scores"].shape)
+    return {
+        "candidates": len(codes),
+        "term_tokens_unknown_to_the_vocabulary": round(term_tokens.count(tokenizer.unk_token_id) / len(term_tokens), 4),
+        "test_seconds_per_note": round(timing["seconds"] / len(splits["test"]), 3),
+        "test_peak_mib_added": round(timing["peak_mib"]),
+        "dev_map_by_prior_weight": {weight: round(value, 4) for weight, value in dev_map.items()},
+        "msmn": ranking_metrics(test["scores"], splits["test"], codes, train_codes),
+        f"msmn_with_prior_{best_weight}": ranking_metrics(test["scores"] + best_weight * prior, splits["test"], codes,
+                                                         train_codes),
+        "random_scores": ranking_metrics(random_scores, splits["test"], codes, train_codes),
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--checkpoint", default="msmn-codiesp-d")
+    parser.add_argument("--candidates", nargs="+", default=["icd10cm", "train+dev"], choices=["icd10cm", "train+dev"])
+    parser.add_argument("--batch-size", type=int, default=8)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32; load: "
+          f"{subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
+    tokenizer = AutoTokenizer.from_pretrained(args.checkpoint, trust_remote_code=True)
+    model = AutoModelForSequenceClassification.from_pretrained(args.checkpoint, trust_remote_code=True).eval()
+    splits = {split: read_shipped_split(split) for split in ("train", "dev", "test")}
+    train_counts = Counter(code for record in splits["train"] for code in record["diagnosis_codes"])
+    dev_codes = {code for record in splits["dev"] for code in record["diagnosis_codes"]}
+    print(f"{args.checkpoint}: trained on {model.config.num_labels} codes; dev and test, 250 notes each")
+    for name in args.candidates:
+        codes = sorted(set(icd10cm_codes()) | set(train_counts)) if name == "icd10cm" else sorted(set(train_counts) | dev_codes)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            code_terms = open_icd10cm_synonyms(codes, min_synonyms=model.config.num_synonyms - 1)[0]
+        results = rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, args.batch_size)
+        print(f"candidates {name}: " + json.dumps(results, indent=1))
+        sys.stdout.flush()
+    print(f"load after: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
+
+
+if __name__ == "__main__":
+    main()
