@@ -6,14 +6,17 @@ BiLSTM R = 256, d = 512, M = 4); batch 1 and batch 16. Each setting runs in a fr
 are 2,000 words drawn from a 20,000-word vocabulary; each note gets its 15 most probable codes
 (about MIMIC-III's mean) with 3 evidence spans each, so the timing covers tokenisation, the model,
 the evidence and the output. The synonym vectors (once per pipeline) are timed on their own.
+Each setting in float32 and with the model in bfloat16 (`model.to(torch.bfloat16)`): bf16 pays only
+on CPUs with bf16 arithmetic (AVX512-BF16, AMX); the load (`uptime`) is printed with the figures.
 
-    python benchmarks/inference.py [--notes 32] [--tokens 2000]
+    python benchmarks/inference.py [--notes 32] [--tokens 2000] [--dtypes float32 bfloat16]
 """
 
 import argparse
 import json
 import os
 import random
+import subprocess
 import sys
 import time
 
@@ -32,7 +35,7 @@ SHAPES = {
 VOCABULARY_SIZE = 20_000
 
 
-def run_one(shape: str, batch_size: int, num_notes: int, num_tokens: int) -> dict:
+def run_one(shape: str, batch_size: int, num_notes: int, num_tokens: int, dtype: str) -> dict:
     settings = dict(SHAPES[shape])
     num_codes = settings.pop("num_codes")
     rng = random.Random(0)
@@ -44,7 +47,7 @@ def run_one(shape: str, batch_size: int, num_notes: int, num_tokens: int) -> dic
     config = MSMNConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, id2label=dict(enumerate(codes)),
                         code_term_ids=term_ids, code_terms=terms, **settings)
     torch.manual_seed(0)
-    model = MSMNForSequenceClassification(config).eval()
+    model = MSMNForSequenceClassification(config).eval().to(getattr(torch, dtype))
     coder = ICDCodingPipeline(model=model, tokenizer=tokenizer, device="cpu")
     notes = [" ".join(rng.choices(words, k=num_tokens)) for _ in range(num_notes)]
 
@@ -62,27 +65,36 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--notes", type=int, default=32)
     parser.add_argument("--tokens", type=int, default=2000)
-    parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"])
+    parser.add_argument("--one", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        shape, batch_size = args.one
-        print(json.dumps(run_one(shape, int(batch_size), args.notes, args.tokens)))
+        shape, batch_size, dtype = args.one
+        print(json.dumps(run_one(shape, int(batch_size), args.notes, args.tokens, dtype)))
         return
 
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPU threads, fp32, N = {args.tokens} tokens, "
-          f"{args.notes} notes per setting, top 15 codes with 3 evidence spans each")
-    print("\n| model | batch | notes/s | ms per note | peak memory added (MiB) | synonym vectors, once (s) |")
-    print("|---|---|---|---|---|---|")
+    def load():
+        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}, oneDNN bf16: {torch.ops.mkldnn._is_mkldnn_bf16_supported()}; "
+          f"N = {args.tokens} tokens, {args.notes} notes per setting, top 15 codes with 3 evidence spans each; "
+          f"load: {load()}")
+    print("\n| model | dtype | batch | notes/s | ms per note | peak memory added (MiB) | synonym vectors, once (s) |")
+    print("|---|---|---|---|---|---|---|")
     for shape in SHAPES:
-        for batch_size in (1, 16):
-            result = in_subprocess(__file__, "--one", shape, str(batch_size), "--notes", str(args.notes),
-                                   "--tokens", str(args.tokens))
-            if "notes_per_second" not in result:
-                print(f"| {shape} | {batch_size} | failed: {result} | | | |")
-                continue
-            print(f"| {shape} | {batch_size} | {result['notes_per_second']:.2f} | {1000 / result['notes_per_second']:.0f} "
-                  f"| {result['peak_mib']:.0f} | {result['synonym_seconds']:.1f} |")
-            sys.stdout.flush()
+        for dtype in args.dtypes:
+            for batch_size in (1, 16):
+                result = in_subprocess(__file__, "--one", shape, str(batch_size), dtype, "--notes", str(args.notes),
+                                       "--tokens", str(args.tokens))
+                if "notes_per_second" not in result:
+                    print(f"| {shape} | {dtype} | {batch_size} | failed: {result} | | | |")
+                    continue
+                print(f"| {shape} | {dtype} | {batch_size} | {result['notes_per_second']:.2f} "
+                      f"| {1000 / result['notes_per_second']:.0f} | {result['peak_mib']:.0f} "
+                      f"| {result['synonym_seconds']:.1f} |")
+                sys.stdout.flush()
+    print(f"load after: {load()}")
 
 
 if __name__ == "__main__":
