@@ -7,7 +7,7 @@ CodiEsp's MAP (its official measure, over all gold codes of each note: a gold co
 candidates counts as never retrieved), P@8, and MAP over the assignments of codes absent from the
 train split ("unseen"), next to the same ranking with random scores; and the same with a
 train-frequency prior added to the logits (β·log(1 + the code's train count), β chosen on dev MAP
-among 0 to 2), since MSMN's score has no per-code term. Candidate sets, none read off the test split:
+among 0 to 8), since MSMN's score has no per-code term. Candidate sets, none read off the test split:
 
 - `icd10cm`: every ICD-10-CM category and subcategory (98,186, billable or not) plus the train codes
   that the current list has retired: the CodiEsp shared task's setting;
@@ -42,7 +42,7 @@ from modeling_msmn import build_code_term_ids  # noqa: E402
 from modeling_msmn.metrics import mean_average_precision  # noqa: E402
 
 
-PRIOR_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0)
+PRIOR_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 def precision_at_k(scores: np.ndarray, gold: list[list[int]], k: int) -> float:
