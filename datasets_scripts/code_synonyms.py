@@ -119,14 +119,21 @@ def open_icd9_synonyms(codes: Sequence[str], long_titles: dict[str, str], short_
     }
 
 
-def icd10cm_entry(code: str) -> tuple[str | None, list[str], str | None]:
-    """(description, inclusion terms and includes, the code whose entry was used) from the ICD-10-CM
-    tabular list; a code not in the list falls back to its nearest listed parent (None if none)."""
+def import_icd10cm():
+    """The `simple_icd_10_cm` module (imported on first use: only ICD-10-CM terms need it)."""
     import warnings
 
     with warnings.catch_warnings():  # the package imports the deprecated pkg_resources
         warnings.simplefilter("ignore")
-        import simple_icd_10_cm as icd10cm
+        import simple_icd_10_cm
+
+    return simple_icd_10_cm
+
+
+def icd10cm_entry(code: str) -> tuple[str | None, list[str], str | None]:
+    """(description, inclusion terms and includes, the code whose entry was used) from the ICD-10-CM
+    tabular list; a code not in the list falls back to its nearest listed parent (None if none)."""
+    icd10cm = import_icd10cm()
     listed = code.upper()
     while listed and not icd10cm.is_valid_item(listed):
         listed = listed[:-1].rstrip(".")
@@ -144,8 +151,7 @@ def open_icd10cm_synonyms(
     A code with fewer than `min_synonyms` synonyms also gets its parent's title (e.g. the category
     "R50 Fever of other and unknown origin" for R50.9).
     """
-    import simple_icd_10_cm as icd10cm
-
+    icd10cm = import_icd10cm()
     synonyms, fallbacks = {}, {}
     for code in codes:
         description, terms, listed = icd10cm_entry(code)
@@ -163,11 +169,7 @@ def icd10cm_codes() -> list[str]:
     subcategories, billable or not (CodiEsp's coders also used non-billable ones, e.g. C50.9),
     without chapters and blocks, each once: 98,186 codes in `simple-icd-10-cm` 1.5 (its list holds 39
     of them twice)."""
-    import warnings
-
-    with warnings.catch_warnings():  # the package imports the deprecated pkg_resources
-        warnings.simplefilter("ignore")
-        import simple_icd_10_cm as icd10cm
+    icd10cm = import_icd10cm()
     codes = [code for code in icd10cm.get_all_codes(with_dots=True) if icd10cm.is_category(code) or icd10cm.is_subcategory(code)]
     return list(dict.fromkeys(codes))
 
