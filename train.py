@@ -435,6 +435,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             "--bf16: this CPU has no bfloat16 arithmetic (AVX512-BF16 or AMX): oneDNN cannot run the LSTM under "
             "bf16 autocast, and bf16 matrix products run far slower than float32 here. Train without --bf16."
         )
+    if training_args.sampled_negative_codes < 0:
+        raise InputError(f"--sampled_negative_codes {training_args.sampled_negative_codes}: give 0 (every code) or more.")
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
     logging.getLogger("gensim").setLevel(logging.WARNING)
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, at the end

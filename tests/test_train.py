@@ -268,6 +268,8 @@ def test_bad_inputs_fail_before_training(corpus):
     (corpus / "broken.jsonl").write_text('{"text": "Jane Doe", "labels": ["I10"]}\n{"text": "Jane Doe", \n')
     result = run_train("--train_file", "broken.jsonl", *base, cwd=corpus)
     assert "broken.jsonl, line 2: not valid JSON" in result.stderr and "Jane Doe" not in result.stderr
+    result = run_train("--sampled_negative_codes", "-5", cwd=corpus)
+    assert "--sampled_negative_codes -5: give 0 (every code) or more." in result.stderr
     result = run_train("--train_file", "train.jsonl.gz", "--candidate_codes", "icd9cm", *base, cwd=corpus)
     assert "--candidate_codes 'icd9cm': the one code system at hand is icd10cm" in result.stderr
     (corpus / "empty.jsonl").write_text("\n")
