@@ -30,7 +30,7 @@ from datasets import Dataset, DatasetDict
 from transformers import DataCollatorWithPadding, HfArgumentParser, Trainer, TrainingArguments, set_seed
 from transformers.training_args import ParallelMode
 
-from modeling_msmn import MSMNConfig, MSMNForSequenceClassification, build_code_term_ids, build_tokenizer
+from modeling_msmn import ICDCodingPipeline, MSMNConfig, MSMNForSequenceClassification, build_code_term_ids, build_tokenizer
 from modeling_msmn import build_vocabulary, split_words
 from datasets_scripts.files import InputFileError, read_json_lines
 from modeling_msmn.metrics import icd_metrics, mean_average_precision, tune_threshold
@@ -465,9 +465,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                                           None if data_args.term_seed < 0 else data_args.term_seed)
     config = MSMNConfig(
         **architecture, vocab_size=len(vocab), pad_token_id=tokenizer.pad_token_id, id2label=dict(enumerate(codes)),
-        code_term_ids=term_ids, code_terms=terms, code_descriptions=[code_terms[code][0] for code in codes],
+        code_terms=terms, code_descriptions=[code_terms[code][0] for code in codes],
     )
-    model = MSMNForSequenceClassification(config)
+    model = MSMNForSequenceClassification(config, code_term_ids=term_ids)
     word2vec_texts = list(train_texts)
     if data_args.dataset == "codiesp" and data_args.language == "en" and data_args.word2vec_background:
         from datasets_scripts.codiesp import read_background_texts
@@ -551,12 +551,12 @@ def render_model_card(config: MSMNConfig, results: dict[str, float], data_args: 
 
 
 def save_checkpoint(trainer, output_dir, results, data_args, push_to_hub):
-    trainer.save_model(output_dir)
     if not trainer.is_world_process_zero():
         return
     folder = Path(output_dir)
-    # The folder holds no pickle: the training arguments go to JSON (epoch checkpoints keep theirs for resuming).
-    (folder / "training_args.bin").unlink(missing_ok=True)
+    # through the pipeline: the folder also gets the pipeline's code and its entry in the config
+    ICDCodingPipeline(model=trainer.model, tokenizer=trainer.processing_class).save_pretrained(folder)
+    # The training arguments go to JSON, not to a pickle (epoch checkpoints keep theirs for resuming).
     (folder / "training_args.json").write_text(trainer.args.to_json_string(), encoding="utf-8")
     repo = trainer.args.hub_model_id or folder.name
     (folder / "test_results.json").write_text(json.dumps(results, indent=2))

@@ -23,7 +23,7 @@ from transformers import AutoTokenizer
 
 from datasets_scripts.codiesp import load_codiesp
 from modeling_msmn import split_words
-from modeling_msmn.code_notes import load_coder
+from msmn_code import load_coder
 
 MAX_SPAN_TOKENS = 5
 

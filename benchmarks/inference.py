@@ -45,9 +45,9 @@ def run_one(shape: str, batch_size: int, num_notes: int, num_tokens: int, dtype:
     code_terms = {code: [" ".join(rng.choices(words, k=rng.randint(3, 12))) for _ in range(6)] for code in codes}
     term_ids, terms = build_code_term_ids(tokenizer, codes, code_terms, settings["num_synonyms"])
     config = MSMNConfig(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, id2label=dict(enumerate(codes)),
-                        code_term_ids=term_ids, code_terms=terms, **settings)
+                        code_terms=terms, **settings)
     torch.manual_seed(0)
-    model = MSMNForSequenceClassification(config).eval().to(getattr(torch, dtype))
+    model = MSMNForSequenceClassification(config, code_term_ids=term_ids).eval().to(getattr(torch, dtype))
     coder = ICDCodingPipeline(model=model, tokenizer=tokenizer, device="cpu")
     notes = [" ".join(rng.choices(words, k=num_tokens)) for _ in range(num_notes)]
 

@@ -75,10 +75,10 @@ def build_model(shape):
     num_codes = len(term_ids) // NUM_SYNONYMS
     config = MSMNConfig(vocab_size=vocab_size, pad_token_id=tokenizer.pad_token_id, embedding_dim=100,
                         rnn_dim=rnn_dim, num_lstm_layers=num_layers, hidden_size=hidden_size,
-                        num_synonyms=NUM_SYNONYMS, term_length=TERM_LENGTH, code_term_ids=term_ids.tolist(),
+                        num_synonyms=NUM_SYNONYMS, term_length=TERM_LENGTH,
                         id2label={i: f"C{i}" for i in range(num_codes)})
     torch.manual_seed(0)
-    return MSMNForSequenceClassification(config)
+    return MSMNForSequenceClassification(config, code_term_ids=term_ids)
 
 
 def padded_term_vectors(msmn):

@@ -1,15 +1,22 @@
-"""Configuration of MSMN (Yuan, Tan & Huang, ACL 2022), as specified in `spec/msmn.md`.
+"""Configuration of MSMN (Yuan, Tan & Huang, "Code Synonyms Do Matter: Multiple Synonyms Matching
+Network for Automatic ICD Coding", ACL 2022).
 
 The defaults are the MIMIC-III top-50 setting of the authors' released code ("reference" mode).
 Every place where that code differs from the paper's equations is a named switch
 (`score_function`, `mask_synonym_padding`).
 """
 
-import re
-
 from transformers import PreTrainedConfig
 
 SCORE_FUNCTIONS = ("reference", "biaffine", "dot", "linear")
+# The classes that serve a saved folder, for each Auto class: the one place this is written. The
+# config carries it (so a folder re-saved after loading through any one Auto class still names all
+# three), and `modeling_msmn/__init__.py` registers the classes from it (which copies their code).
+AUTO_MAP = {
+    "AutoConfig": "configuration_msmn.MSMNConfig",
+    "AutoModel": "modeling_msmn.MSMNModel",
+    "AutoModelForSequenceClassification": "modeling_msmn.MSMNForSequenceClassification",
+}
 
 
 class MSMNConfig(PreTrainedConfig):
@@ -35,9 +42,8 @@ class MSMNConfig(PreTrainedConfig):
         attention_memory_budget_mb: when the attention score tensor of a batch (B×M×C×N floats)
             would exceed this many MiB, codes are processed in chunks (each recomputing its attention
             weights in the backward pass rather than storing them).
-        code_term_ids: token ids of the code terms, C·M rows of `term_length` ids, code-major
-            (row c·M + j is term j of code c); see `build_code_term_ids`.
-        code_terms: the M term strings of each code (description first), aligned with `code_term_ids`.
+        code_terms: the M term strings of each code (description first), code-major like the model's
+            `code_term_ids` buffer (their token ids, saved with the weights).
         code_descriptions: one description per code, in label order.
         threshold: decision threshold on the sigmoid probability (tuned on dev by training).
     """
@@ -59,7 +65,6 @@ class MSMNConfig(PreTrainedConfig):
     score_function: str = "reference"
     mask_synonym_padding: bool = False
     attention_memory_budget_mb: float = 128.0
-    code_term_ids: list[list[int]] | None = None
     code_terms: list[list[str]] | None = None
     code_descriptions: list[str] | None = None
     threshold: float = 0.5
@@ -67,22 +72,14 @@ class MSMNConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         if self.problem_type is None:
             self.problem_type = "multi_label_classification"
+        # Folders saved before November 2026 also list the term ids here; they live in the weights.
+        kwargs.pop("code_term_ids", None)
         super().__post_init__(**kwargs)
         if getattr(self, "auto_map", None) is None:
-            # A saved folder names its own code, so every Auto class loads it with trust_remote_code=True.
-            self.auto_map = {
-                "AutoConfig": "configuration_msmn.MSMNConfig",
-                "AutoModel": "modeling_msmn.MSMNModel",
-                "AutoModelForSequenceClassification": "modeling_msmn.MSMNForSequenceClassification",
-            }
+            self.auto_map = dict(AUTO_MAP)  # every Auto class loads a saved folder with trust_remote_code=True
         if self.label2id is None and self.id2label is not None:
             self.label2id = {label: index for index, label in self.id2label.items()}
         self.validate_msmn()
-
-    def to_json_string(self, use_diff: bool = True) -> str:
-        # One line per list of ids: the C·M term rows would otherwise take one line per id.
-        text = super().to_json_string(use_diff)
-        return re.sub(r"\[\s+(-?\d+(?:,\s+-?\d+)*)\s+\]", lambda m: "[" + re.sub(r"\s+", " ", m.group(1)) + "]", text)
 
     def validate_msmn(self):
         """Rejects settings the model cannot run with, naming the field at fault."""
@@ -109,26 +106,6 @@ class MSMNConfig(PreTrainedConfig):
             )
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"MSMNConfig: threshold ({self.threshold}) is a probability, strictly between 0 and 1.")
-        if self.code_term_ids is not None:
-            expected_rows = self.num_labels * self.num_synonyms
-            if len(self.code_term_ids) != expected_rows:
-                raise ValueError(
-                    f"MSMNConfig: code_term_ids has {len(self.code_term_ids)} rows, expected num_labels × "
-                    f"num_synonyms = {self.num_labels} × {self.num_synonyms} = {expected_rows} (code-major). "
-                    "Rebuild them with build_code_term_ids for these codes and this num_synonyms."
-                )
-            bad_rows = [i for i, row in enumerate(self.code_term_ids) if len(row) != self.term_length]
-            if bad_rows:
-                raise ValueError(
-                    f"MSMNConfig: code_term_ids rows must have term_length={self.term_length} ids; "
-                    f"row {bad_rows[0]} has {len(self.code_term_ids[bad_rows[0]])}."
-                )
-            out_of_range = [i for i, row in enumerate(self.code_term_ids) if any(not 0 <= t < self.vocab_size for t in row)]
-            if out_of_range:
-                raise ValueError(
-                    f"MSMNConfig: code_term_ids row {out_of_range[0]} holds ids outside the vocabulary "
-                    f"(vocab_size={self.vocab_size}); the term ids and the tokenizer do not belong together."
-                )
         if self.code_terms is not None and [len(terms) for terms in self.code_terms] != [self.num_synonyms] * self.num_labels:
             raise ValueError(
                 f"MSMNConfig: code_terms must hold num_synonyms={self.num_synonyms} terms for each of the "

@@ -1,6 +1,7 @@
 """Convert a checkpoint of the authors' code (GanjinZero/ICD-MSMN, `IcdModel`) to an MSMN folder.
 
-Their checkpoints hold neither the vocabulary nor the code list (reference_code.md §1, §8): give
+Their checkpoints hold neither the vocabulary nor the code list (both are built by their data
+preparation and not released with the weights): give
 their word list (in their order; `**UNK**`, `**PAD**`, `**MASK**` are appended unless already
 last), their sorted code list and their synonym ids `c_input_word` (C·M × 30, code-major; read
 from the pickled model when it carries them).
@@ -23,10 +24,11 @@ import torch
 
 from .configuration_msmn import MSMNConfig
 from .modeling_msmn import MSMNForSequenceClassification
+from .pipeline_msmn import ICDCodingPipeline
 from .tokenization_msmn import build_tokenizer
 
 AUTHORS_SPECIAL_TOKENS = ("**UNK**", "**PAD**", "**MASK**")
-UNUSED_PREFIXES = ("decoder.final.", "decoder.U.")  # present in their checkpoints, never used (§3)
+UNUSED_PREFIXES = ("decoder.final.", "decoder.U.")  # present in their checkpoints, never used in `forward`
 EMBEDDING_KEY = "encoder.word_encoder.word_embedding.weight"
 LSTM_PREFIX = "encoder.combiner.combine_lstm."
 
@@ -42,7 +44,7 @@ def bidirectional_lstm_key_map(source_prefix: str, target_prefix: str, num_layer
 
 
 def authors_key_map(num_layers: int, has_output_projection: bool) -> dict[str, str]:
-    """The authors' parameter names (reference_code.md §3) → ours."""
+    """The parameter names of the authors' `IcdModel` (decoder `MultiLabelMultiHeadLAATV2`) → ours."""
     mapping = {EMBEDDING_KEY: "msmn.encoder.word_embeddings.weight"}
     mapping |= bidirectional_lstm_key_map(LSTM_PREFIX, "msmn.encoder.lstm.", num_layers)
     pairs = {
@@ -112,10 +114,9 @@ def convert_authors_state_dict(
         num_synonyms=num_synonyms,
         term_length=term_ids.shape[1],
         id2label=dict(enumerate(codes)),
-        code_term_ids=term_ids.tolist(),
         **config_overrides,
     )
-    model = MSMNForSequenceClassification(config)
+    model = MSMNForSequenceClassification(config, code_term_ids=term_ids)
     mapping = authors_key_map(num_layers, has_output_projection=rnn_dim != hidden_size)
     unexpected = sorted(set(state_dict) - set(mapping))
     missing = sorted(set(mapping) - set(state_dict))
@@ -181,8 +182,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     words = read_lines(args.words)
     model = convert_authors_state_dict(state_dict, words, read_lines(args.codes), term_ids)
     tokenizer = build_tokenizer(authors_vocabulary(words), unk_token="**UNK**", pad_token="**PAD**")
-    model.save_pretrained(args.output)
-    tokenizer.save_pretrained(args.output)
+    ICDCodingPipeline(model=model, tokenizer=tokenizer).save_pretrained(args.output)
     print(f"Wrote {args.output}: {model.config.num_labels} codes, vocabulary {model.config.vocab_size}.", file=sys.stderr)
 
 

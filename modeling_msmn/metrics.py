@@ -1,4 +1,4 @@
-"""Metrics of automatic ICD coding (spec §8), as plain numpy functions.
+"""Metrics of automatic ICD coding (those of the paper's Experiments section, after CAML), as plain numpy functions.
 
 `probabilities` and `labels` are (documents, codes) arrays; predictions are `probabilities > threshold`.
 AUCs come from the positives' average ranks among sorted scores (ties share their mean rank, as
@@ -70,7 +70,7 @@ def tune_threshold(probabilities: np.ndarray, labels: np.ndarray) -> float:
 
 
 def icd_metrics(probabilities: np.ndarray, labels: np.ndarray, threshold: float, ks=(5, 8, 15)) -> dict[str, float]:
-    """Spec §8: micro/macro AUC, micro P/R/F1, macro-F1 (CAML's, and the mean of per-code F1), P@k, R@k."""
+    """The paper's metrics: micro/macro AUC, micro P/R/F1, macro-F1 (CAML's, and the mean of per-code F1), P@k, R@k."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
     labels = np.asarray(labels).astype(bool)
     if probabilities.shape != labels.shape or probabilities.ndim != 2:

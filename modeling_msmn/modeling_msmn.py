@@ -1,6 +1,6 @@
 """MSMN: Multiple Synonyms Matching Network for automatic ICD coding (Yuan, Tan & Huang, ACL 2022).
 
-Data flow, top to bottom (spec `msmn.md` §3–6):
+Data flow, top to bottom, as the paper's method section describes it:
     text encoder (embedding → BiLSTM → projection)      note_states     (B, N, d)
     synonym encoding (same encoder over code terms)     synonym_vectors (C, M, d)
     multi-synonym attention (one head per synonym)      code_representations (B, C, d)
@@ -10,9 +10,7 @@ Data flow, top to bottom (spec `msmn.md` §3–6):
 B notes, N tokens, C codes, M synonyms per code (= attention heads), d hidden size.
 """
 
-import inspect
 import math
-import shutil
 from dataclasses import dataclass
 
 import torch
@@ -30,7 +28,7 @@ class MSMNBiLSTM(nn.Module):
     """Bidirectional LSTM with packed-sequence semantics, built from padded unidirectional LSTMs.
 
     The backward direction starts at each sequence's last real token and padding positions output
-    zeros, as with `pack_padded_sequence`, whose CPU backward is quadratic in N (spec §3). Each
+    zeros, as with `pack_padded_sequence`, whose CPU backward is quadratic in N. Each
     direction of each layer is one `nn.LSTM`; the backward one reads every sequence reversed within
     its own length.
     """
@@ -158,7 +156,8 @@ class SynonymAttentionFunction(torch.autograd.Function):
 
 
 class MSMNMultiSynonymAttention(nn.Module):
-    """Each code attends over the note once per synonym; the M results are max-pooled (spec §5).
+    """Each code attends over the note once per synonym; the M results are max-pooled (the paper's
+    multi-synonyms attention).
 
     Keys are the heads of Z = tanh(W_H H + b_H), queries the projected synonym vectors
     U = W_Q Q + b_Q, values the full note states H. Computed in the "fold" layout: scores as
@@ -285,23 +284,6 @@ class MSMNPreTrainedModel(PreTrainedModel):
             # Here rather than on the attention module: transformers skips custom modules that own
             # no parameters themselves. Children are initialised first, so this overrides the default.
             init.xavier_uniform_(module.attention.note_projection.weight)
-            init.copy_(module.code_term_ids, module.config_term_ids())
-
-    def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, plus the `icd-coding` pipeline: its code next to the model's
-        and its entry in the config, so that `pipeline(model=folder, trust_remote_code=True)` works."""
-        from .pipeline_msmn import ICDCodingPipeline  # this import also brings the file along as remote code
-
-        self.config.custom_pipelines = {
-            "icd-coding": {
-                "impl": "pipeline_msmn.ICDCodingPipeline",
-                "pt": ["AutoModelForSequenceClassification"],
-                "type": "text",
-            }
-        }
-        super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True):
-            shutil.copy(inspect.getfile(ICDCodingPipeline), save_directory)
 
     def set_word_embeddings(self, vectors: torch.Tensor) -> None:
         """Replaces the word embedding with `vectors` (vocab_size × embedding_dim), e.g. word2vec
@@ -317,25 +299,42 @@ class MSMNPreTrainedModel(PreTrainedModel):
             embedding.weight[embedding.padding_idx].zero_()
 
 
-class MSMNModel(MSMNPreTrainedModel):
-    """Encoder, synonym encoder and multi-synonym attention: per-code note representations."""
+def checked_code_term_ids(code_term_ids, config: MSMNConfig) -> torch.Tensor:
+    """`code_term_ids` as a (C·M, term_length) tensor, after checking it against the config."""
+    term_ids = torch.as_tensor(code_term_ids, dtype=torch.long)
+    expected = (config.num_labels * config.num_synonyms, config.term_length)
+    if tuple(term_ids.shape) != expected:
+        raise ValueError(
+            f"code_term_ids has shape {tuple(term_ids.shape)}, expected (num_labels × num_synonyms, term_length) = "
+            f"{expected}, code-major. Build them with modeling_msmn.build_code_term_ids for these codes, this "
+            "num_synonyms and this term_length."
+        )
+    if term_ids.numel() and not (0 <= int(term_ids.min()) and int(term_ids.max()) < config.vocab_size):
+        raise ValueError(
+            f"code_term_ids hold ids outside the vocabulary [0, {config.vocab_size}): the term ids and the "
+            "tokenizer do not belong together."
+        )
+    return term_ids
 
-    def __init__(self, config: MSMNConfig):
+
+class MSMNModel(MSMNPreTrainedModel):
+    """Encoder, synonym encoder and multi-synonym attention: per-code note representations.
+
+    `code_term_ids`: the token ids of every code's M terms, (C·M, term_length), code-major (row c·M + j
+    is term j of code c; `build_code_term_ids` makes them). A persistent buffer, saved with the weights:
+    `from_pretrained` reads them from there, so only a new model is given them.
+    """
+
+    def __init__(self, config: MSMNConfig, code_term_ids=None):
         super().__init__(config)
-        if not config.code_term_ids:
-            raise ValueError(
-                "MSMNConfig.code_term_ids is empty: an MSMN model needs the token ids of its code terms. "
-                "Build them with modeling_msmn.build_code_term_ids(tokenizer, codes, code_terms, num_synonyms)."
-            )
         self.encoder = MSMNTextEncoder(config)
         self.attention = MSMNMultiSynonymAttention(config)
-        # (C·M, term_length), code-major; persistent, so that it is saved with the weights.
-        self.register_buffer("code_term_ids", self.config_term_ids())
+        term_ids = torch.full((config.num_labels * config.num_synonyms, config.term_length), config.pad_token_id)
+        if code_term_ids is not None:
+            term_ids = checked_code_term_ids(code_term_ids, config)
+        self.register_buffer("code_term_ids", term_ids)
         self._code_encoding_cache = None
         self.post_init()
-
-    def config_term_ids(self) -> torch.Tensor:
-        return torch.tensor(self.config.code_term_ids, dtype=torch.long)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.encoder.word_embeddings
@@ -357,8 +356,13 @@ class MSMNModel(MSMNPreTrainedModel):
         for every term shorter than the longest. This equals pooling the padded terms exactly.
         Without dropout (evaluation), each distinct term is encoded once.
         """
-        # the longest term of the whole code set sets the reference's pooling width
-        longest = int(sequence_lengths(self.code_term_ids != self.config.pad_token_id).max())
+        is_term_token = self.code_term_ids != self.config.pad_token_id
+        if not is_term_token.any():
+            raise ValueError(
+                "MSMN has no code terms: every code_term_ids row is padding. Give a new model its term ids, "
+                "MSMNForSequenceClassification(config, code_term_ids=build_code_term_ids(tokenizer, codes, ...)[0])."
+            )
+        longest = int(sequence_lengths(is_term_token).max())  # the whole code set's longest term: the pooling width
         term_ids = self.code_term_ids if term_ids is None else term_ids
         distinct_row = None
         if not self.training:  # no dropout: equal terms get equal vectors
@@ -382,7 +386,7 @@ class MSMNModel(MSMNPreTrainedModel):
         return term_vectors if distinct_row is None else term_vectors[distinct_row]
 
     def encode_codes(self, code_indices: torch.Tensor | None = None) -> MSMNCodeEncoding:
-        """Synonym vectors, attention queries and code vectors from the code terms (spec §4), of every
+        """Synonym vectors, attention queries and code vectors from the code terms (the paper's encoding of code synonyms), of every
         code or of the codes at `code_indices` (c,)."""
         num_synonyms = self.config.num_synonyms
         term_ids = None
@@ -424,11 +428,10 @@ class MSMNModel(MSMNPreTrainedModel):
         """Replaces the code set: the model scores any code from its terms (class-independent score)."""
         self.config.id2label = dict(enumerate(codes))
         self.config.label2id = {code: index for index, code in enumerate(codes)}
-        self.config.code_term_ids = [list(map(int, row)) for row in code_term_ids]
         self.config.code_terms = code_terms
         self.config.code_descriptions = code_descriptions
         self.config.validate_msmn()
-        self.code_term_ids = self.config_term_ids().to(self.code_term_ids.device)
+        self.code_term_ids = checked_code_term_ids(code_term_ids, self.config).to(self.code_term_ids.device)
         self._code_encoding_cache = None
 
     def forward(
@@ -472,11 +475,11 @@ class MSMNModel(MSMNPreTrainedModel):
 
 
 class MSMNForSequenceClassification(MSMNPreTrainedModel):
-    """MSMN with its score: one logit per code, sigmoid probabilities, mean BCE loss (spec §6)."""
+    """MSMN with its score: one logit per code, sigmoid probabilities, mean BCE loss (the paper's classification and training)."""
 
-    def __init__(self, config: MSMNConfig):
+    def __init__(self, config: MSMNConfig, code_term_ids=None):
         super().__init__(config)
-        self.msmn = MSMNModel(config)
+        self.msmn = MSMNModel(config, code_term_ids)
         hidden_size = config.hidden_size
         if config.score_function == "reference":
             self.code_weight = nn.Linear(hidden_size, hidden_size)  # w_c = W q_c + b_W

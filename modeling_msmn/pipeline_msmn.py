@@ -11,7 +11,7 @@ Each code has:
     evidence: up to `num_evidence` spans of the note that the code's attention weighted most,
         with character offsets into the original text (`text[start:end] == span["text"]`) and
         their share of the attention;
-    synonym: the code term whose attention head won most of the max-pooling (spec §5).
+    synonym: the code term whose attention head won most of the max-pooling over synonyms.
 
 Notes longer than the model's `max_note_tokens` are cut as in training, with a warning that says how
 much. Synonym vectors are computed once and reused for every note (the model caches them while its
@@ -76,7 +76,7 @@ class ICDCodingPipeline(Pipeline):
             raise ValueError(
                 f"The icd-coding pipeline needs an MSMN checkpoint (MSMNForSequenceClassification), got "
                 f"{type(model).__name__} (model_type {getattr(model.config, 'model_type', None)!r}). "
-                "Give it a folder saved by train.py or by MSMNForSequenceClassification.save_pretrained."
+                "Give it a folder saved by train.py or by ICDCodingPipeline.save_pretrained."
             )
         if tokenizer is None:
             raise ValueError("The icd-coding pipeline needs the MSMN tokenizer saved next to the model.")

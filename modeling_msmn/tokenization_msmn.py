@@ -1,6 +1,6 @@
-"""Word-level tokenizer of MSMN (spec §1) and the per-code term ids built with it.
+"""Word-level tokenizer of MSMN and the per-code term ids built with it.
 
-The rules of spec §1, as the authors' code applies them with Python's `re` and `str`:
+The rules of the authors' released code, which applies them with Python's `re` and `str`:
 tokens are the `\\w+` matches of the raw text, tokens made only of numeric characters
 (`str.isnumeric()`) are dropped, the rest are lower-cased (`str.lower()`).
 
@@ -117,7 +117,7 @@ def _word_splitter() -> Tokenizer:
 
 
 def split_words(text: str, tokenizer: PreTrainedTokenizerFast | None = None) -> list[str]:
-    """The tokens of `text` under spec §1 (what the tokenizer looks up in its vocabulary), as
+    """The tokens of `text` under those rules (what the tokenizer looks up in its vocabulary), as
     `tokenizer`'s own normalizer and pre-tokenizer split it (by default, those built here)."""
     splitter = _word_splitter() if tokenizer is None else tokenizer.backend_tokenizer
     normalized = splitter.normalizer.normalize_str(text)
@@ -133,7 +133,7 @@ def build_vocabulary(
 ) -> list[str]:
     """`[pad_token, unk_token]`, then the words of `texts` seen at least `min_count` times (most
     frequent first, ties in first-seen order), then the `extra_words` (e.g. the words of all code
-    terms, spec §1) not already present."""
+    terms) not already present."""
     counts = Counter()
     for text in texts:
         counts.update(split_words(text))
@@ -148,7 +148,7 @@ def build_vocabulary(
 
 
 def select_code_terms(terms: Sequence[str], num_synonyms: int, seed: int | None = None) -> list[str]:
-    """The M terms of one code (spec §1): its description, then M−1 synonyms, filled cyclically.
+    """The M terms of one code: its description, then M−1 synonyms, filled cyclically.
 
     `terms` is `[description, synonym, ...]`. With a `seed`, the synonyms are shuffled with it
     before the first M−1 are taken; without one, they are taken in the given order (the reference

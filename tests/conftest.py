@@ -41,13 +41,12 @@ def make_model(tokenizer, num_synonyms=4, hidden_size=16, rnn_dim=12, num_lstm_l
         num_lstm_layers=num_lstm_layers,
         num_synonyms=num_synonyms,
         term_length=8,
-        code_term_ids=term_ids,
         code_terms=terms,
         code_descriptions=[CODE_TERMS[code][0] for code in CODES],
         **config,
     )
     torch.manual_seed(seed)
-    return modeling_msmn.MSMNForSequenceClassification(msmn_config)
+    return modeling_msmn.MSMNForSequenceClassification(msmn_config, code_term_ids=term_ids)
 
 
 @pytest.fixture(scope="session")

@@ -1,16 +1,19 @@
 """MSMNForSequenceClassification: round trip, switches, new codes, eval cache and bad inputs."""
 
+import ast
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import CODE_TERMS, CODES, NOTES, make_model
-from transformers import AutoModel, AutoModelForSequenceClassification
+from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
-from modeling_msmn import build_code_term_ids
+from modeling_msmn import MSMNForSequenceClassification, build_code_term_ids
 
 
 def encode(tokenizer, notes=NOTES):
@@ -249,3 +252,57 @@ def test_config_mismatch_with_weights_is_an_error(tokenizer, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(config))
     with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
         AutoModelForSequenceClassification.from_pretrained(tmp_path)
+
+
+def test_term_ids_live_in_the_weights_not_the_config(tokenizer, tmp_path):
+    model = make_model(tokenizer).eval()
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert "code_term_ids" not in config
+    assert set(config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForSequenceClassification"}
+    # loaded through AutoModel and saved again, the folder still names all three Auto classes
+    AutoModel.from_pretrained(tmp_path).save_pretrained(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["auto_map"] == config["auto_map"]
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    assert torch.equal(loaded.msmn.code_term_ids, model.msmn.code_term_ids)
+
+
+def test_new_model_needs_term_ids_that_fit_its_config(tokenizer):
+    model = make_model(tokenizer)
+    config, term_ids = model.config, model.msmn.code_term_ids
+    with pytest.raises(ValueError, match="has no code terms.*code_term_ids=build_code_term_ids"):
+        type(model)(config)(**encode(tokenizer))
+    with pytest.raises(ValueError, match=r"shape \(15, 8\), expected .* \(16, 8\)"):
+        type(model)(config, code_term_ids=term_ids[:-1])
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        type(model)(config, code_term_ids=term_ids + len(tokenizer))
+
+
+def test_folder_saved_by_the_november_2026_version_still_loads():
+    # saved when the config still listed the term ids (tests/data/README.md)
+    folder = Path(__file__).parent / "data" / "checkpoint_2026_11"
+    expected = json.loads((folder / "expected_logits.json").read_text())
+    model = MSMNForSequenceClassification.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert not hasattr(model.config, "code_term_ids")
+    with torch.no_grad():
+        logits = model(**tokenizer(expected["notes"], padding=True, return_tensors="pt")).logits
+    assert torch.allclose(logits, torch.tensor(expected["logits"]), atol=1e-5)
+
+
+def test_model_folder_stands_alone():
+    # modeling_msmn/ ships to the Hub as remote code: it may import torch, transformers, tokenizers,
+    # numpy, the standard library and its own modules, nothing of this repository's other folders
+    allowed = {"torch", "transformers", "tokenizers", "numpy", *sys.stdlib_module_names}
+    for path in sorted((Path(__file__).parents[1] / "modeling_msmn").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level > 0:
+                continue
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else (
+                [node.module] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert name.split(".")[0] in allowed, f"{path.name} imports {name}"
+    # and its files cite the paper, not our notes (which are not in the repository)
+    for path in (Path(__file__).parents[1] / "modeling_msmn").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"\bspec\b|§|reference_code", text), path.name

@@ -12,7 +12,7 @@ from synthetic_corpus import run, synthetic_notes
 from test_pipeline import UNUSUAL_NOTE, assert_same_predictions
 from transformers import pipeline
 
-from modeling_msmn import code_notes
+import msmn_code
 
 MSMN_CODE = str(Path(sys.executable).parent / "msmn-code")  # the console script pyproject.toml installs
 
@@ -72,7 +72,7 @@ def test_bad_inputs_get_clear_errors(synthetic_checkpoint, tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     for arguments, message in cases:  # in this process: main() exits with the message
         with pytest.raises(SystemExit) as exit_info:
-            code_notes.main(list(map(str, arguments)))
+            msmn_code.main(list(map(str, arguments)))
         assert str(exit_info.value.code).startswith("msmn-code: error: ")
         assert message in str(exit_info.value.code)
         assert "Jane" not in str(exit_info.value.code) + "".join(capfd.readouterr())

@@ -21,8 +21,7 @@ from transformers import AutoTokenizer
 
 from datasets_scripts.files import InputFileError, read_json_lines
 
-from .modeling_msmn import MSMNForSequenceClassification
-from .pipeline_msmn import ICDCodingPipeline
+from modeling_msmn import ICDCodingPipeline, MSMNForSequenceClassification
 
 
 def load_coder(model_dir: str, device: str | None) -> ICDCodingPipeline:
@@ -32,7 +31,7 @@ def load_coder(model_dir: str, device: str | None) -> ICDCodingPipeline:
     if not config_file.is_file():
         raise InputFileError(
             f"{folder}: no config.json, so not a model folder. Give the folder that train.py wrote "
-            "(its --output_dir) or one saved with MSMNForSequenceClassification.save_pretrained."
+            "(its --output_dir) or one saved with ICDCodingPipeline.save_pretrained."
         )
     model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
     if model_type != "msmn":
