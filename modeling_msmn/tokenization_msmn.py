@@ -90,7 +90,9 @@ def build_tokenizer(
     """A `PreTrainedTokenizerFast` over `vocab` (token id = position in `vocab`).
 
     `vocab` must hold `unk_token` and `pad_token`. Truncation keeps the first tokens of a note,
-    padding goes to the right; no special tokens are added around a note.
+    padding goes to the right; no special tokens are added around a note. A note that spells a
+    special token ("[PAD]", or "**PAD**" in a converted vocabulary) reads it as the word it holds
+    ("pad"), as the authors' code does: special tokens are only ever made by padding.
     """
     vocab = list(vocab)
     duplicates = [word for word, count in Counter(vocab).items() if count > 1]
@@ -108,6 +110,7 @@ def build_tokenizer(
         padding_side="right",
         truncation_side="right",
         model_input_names=["input_ids", "attention_mask"],
+        split_special_tokens=True,
     )
 
 

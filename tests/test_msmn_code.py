@@ -17,7 +17,7 @@ import msmn_code
 MSMN_CODE = str(Path(sys.executable).parent / "msmn-code")  # the console script pyproject.toml installs
 
 
-def msmn_code(*arguments, cwd, stdin=None):
+def run_msmn_code(*arguments, cwd, stdin=None):
     return run([MSMN_CODE, *map(str, arguments)], cwd, input=stdin)
 
 
@@ -33,7 +33,7 @@ def notes_folder(tmp_path_factory):
 def test_codes_files_and_stdin_like_the_pipeline(synthetic_checkpoint, notes_folder):
     checkpoint, _ = synthetic_checkpoint
     folder, notes = notes_folder
-    result = msmn_code(checkpoint, "notes.jsonl", "unusual.txt", "--output", "codes.jsonl", cwd=folder)
+    result = run_msmn_code(checkpoint, "notes.jsonl", "unusual.txt", "--output", "codes.jsonl", cwd=folder)
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [json.loads(line) for line in (folder / "codes.jsonl").read_text(encoding="utf-8").splitlines()]
     coder = pipeline("icd-coding", model=str(checkpoint), trust_remote_code=True, device="cpu")
@@ -41,7 +41,7 @@ def test_codes_files_and_stdin_like_the_pipeline(synthetic_checkpoint, notes_fol
     assert_same_predictions([line["codes"] for line in lines], coder([note["text"] for note in notes]))
     assert notes[0]["text"] not in result.stdout + result.stderr  # output went to the file, nothing to the logs
 
-    result = msmn_code(checkpoint, "--top-k", "2", cwd=folder, stdin=notes[1]["text"])
+    result = run_msmn_code(checkpoint, "--top-k", "2", cwd=folder, stdin=notes[1]["text"])
     assert result.returncode == 0, result.stderr[-3000:]
     [line] = [json.loads(line) for line in result.stdout.splitlines()]
     assert line["id"] == "stdin"
@@ -77,7 +77,7 @@ def test_bad_inputs_get_clear_errors(synthetic_checkpoint, tmp_path, monkeypatch
         assert message in str(exit_info.value.code)
         assert "Jane" not in str(exit_info.value.code) + "".join(capfd.readouterr())
     # and the console script exits non-zero with the message, no traceback
-    result = msmn_code(checkpoint, "broken.jsonl", cwd=tmp_path)
+    result = run_msmn_code(checkpoint, "broken.jsonl", cwd=tmp_path)
     assert result.returncode != 0 and result.stderr.strip().splitlines()[-1].startswith(
         "msmn-code: error: broken.jsonl, line 2: not valid JSON")
     assert "Traceback" not in result.stderr and "Jane" not in result.stderr + result.stdout
@@ -121,7 +121,7 @@ def test_html_report_shows_the_evidence_in_chromium(synthetic_checkpoint, notes_
         pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium; .ci/run installs it)")
     checkpoint, _ = synthetic_checkpoint
     folder, notes = notes_folder
-    result = msmn_code(checkpoint, "notes.jsonl", "unusual.txt", "--html", "report.html", "--output", "report.jsonl",
+    result = run_msmn_code(checkpoint, "notes.jsonl", "unusual.txt", "--html", "report.html", "--output", "report.jsonl",
                        cwd=folder)
     assert result.returncode == 0, result.stderr[-3000:]
     rendered = subprocess.run(

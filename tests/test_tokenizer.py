@@ -4,6 +4,7 @@ import re
 import sys
 
 import pytest
+from transformers import AutoTokenizer
 
 from modeling_msmn import build_tokenizer, build_vocabulary, split_words
 from modeling_msmn.tokenization_msmn import build_code_term_ids, select_code_terms
@@ -104,3 +105,16 @@ def test_code_term_ids_are_code_major(tokenizer):
     assert terms == [["Pneumonia", "pneumonia NOS"], ["Fever", "Fever"]]
     with pytest.raises(KeyError, match="no terms"):
         build_code_term_ids(tokenizer, ["J18.9", "X99"], {"J18.9": ["Pneumonia"]}, 2)
+
+
+@pytest.mark.parametrize("pad, unk", [("[PAD]", "[UNK]"), ("**PAD**", "**UNK**")])
+def test_a_note_that_spells_a_special_token_reads_the_word(tmp_path, pad, unk):
+    # "[PAD]" in a note is the word "pad" (the authors' code and split_words read it so), never padding
+    tokenizer = build_tokenizer([pad, unk, "pad", "unk", "fever"], unk_token=unk, pad_token=pad)
+    text = f"fever {pad} {unk} {pad.lower()} PAD"
+    tokenizer.save_pretrained(tmp_path)
+    for loaded in (tokenizer, AutoTokenizer.from_pretrained(tmp_path)):
+        encoding = loaded(text, return_offsets_mapping=True)
+        assert loaded.convert_ids_to_tokens(encoding["input_ids"]) == split_words(text) == [
+            "fever", "pad", "unk", "pad", "pad"]
+        assert loaded.pad_token_id == 0 and loaded(["fever", "fever fever"], padding=True)["input_ids"][0] == [4, 0]
