@@ -19,7 +19,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from datasets_scripts.files import InputFileError, read_json_lines
+from datasets_scripts.files import InputError, read_json_lines
 
 from modeling_msmn import ICDCodingPipeline, MSMNForSequenceClassification
 
@@ -29,13 +29,13 @@ def load_coder(model_dir: str, device: str | None) -> ICDCodingPipeline:
     folder = Path(model_dir)
     config_file = folder / "config.json"
     if not config_file.is_file():
-        raise InputFileError(
+        raise InputError(
             f"{folder}: no config.json, so not a model folder. Give the folder that train.py wrote "
             "(its --output_dir) or one saved with ICDCodingPipeline.save_pretrained."
         )
     model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
     if model_type != "msmn":
-        raise InputFileError(f"{folder}: model_type is {model_type!r}, not an MSMN checkpoint (model_type 'msmn').")
+        raise InputError(f"{folder}: model_type is {model_type!r}, not an MSMN checkpoint (model_type 'msmn').")
     # This package's own classes serve the folder: no remote code runs.
     model = MSMNForSequenceClassification.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -47,7 +47,7 @@ def utf8_note(data: bytes, source: str) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise InputFileError(f"{source}: not UTF-8 text; convert it (e.g. iconv -t utf-8).") from None
+        raise InputError(f"{source}: not UTF-8 text; convert it (e.g. iconv -t utf-8).") from None
 
 
 def read_notes(paths: list[str]) -> list[dict]:
@@ -60,16 +60,16 @@ def read_notes(paths: list[str]) -> list[dict]:
         path = Path(name)
         if not path.name.endswith((".jsonl", ".jsonl.gz")):
             if not path.is_file():
-                raise InputFileError(f"{path}: no such file.")
+                raise InputError(f"{path}: no such file.")
             notes.append({"id": path.name, "text": utf8_note(path.read_bytes(), str(path))})
             continue
         notes_before = len(notes)
         for line_number, record in read_json_lines(path, '{"text": ..., "id": ...}'):
             if not isinstance(record.get("text"), str):
-                raise InputFileError(f'{path}, line {line_number}: needs a "text" field holding the note.')
+                raise InputError(f'{path}, line {line_number}: needs a "text" field holding the note.')
             notes.append({"id": record.get("id", f"{path.name}:{line_number}"), "text": record["text"]})
         if len(notes) == notes_before:
-            raise InputFileError(f'{path}: holds no notes; give one JSON line {{"text": ...}} per note.')
+            raise InputError(f'{path}: holds no notes; give one JSON line {{"text": ...}} per note.')
     return notes
 
 
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
             batch_size=args.batch_size,
             **{name: value for name, value in options.items() if value is not None},
         )
-    except ValueError as error:  # InputFileError and the pipeline's bad-argument errors
+    except ValueError as error:  # InputError and the pipeline's bad-argument errors
         sys.exit(f"msmn-code: error: {error}")
     lines = "".join(
         json.dumps({"id": note["id"], "codes": codes}, ensure_ascii=False) + "\n" for note, codes in zip(notes, predictions)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from datasets_scripts.codiesp import load_codiesp
+import datasets_scripts
 from modeling_msmn import split_words
 from msmn_code import load_coder
 
@@ -60,7 +60,7 @@ def main():
     coder = load_coder(args.checkpoint, device=None)
     config = coder.model.config
     tokenizer = AutoTokenizer.from_pretrained(args.checkpoint)
-    documents = load_codiesp("codiesp-d-50", language="es")[args.split]
+    documents = datasets_scripts.load("codiesp", config="codiesp-d-50", language="es").splits[args.split]
     term_words = {config.id2label[c]: {w for term in terms for w in split_words(term)} for c, terms in enumerate(config.code_terms)}
 
     counts = {"msmn": [0, 0], "baseline": [0, 0]}

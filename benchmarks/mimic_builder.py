@@ -50,12 +50,14 @@ def write_inputs(folder: Path, other_notes: int) -> float:
 
 
 def build(folder: str, cache: str) -> dict:
-    from datasets_scripts.mimic_iii import load_mimic_iii
+    from datasets_scripts.mimic_iii import MimicIII
 
     result = {}
 
     def run():
-        result["sizes"] = {name: len(split) for name, split in load_mimic_iii(folder, "mimic3-full", check_split_sizes=False, cache_dir=cache).items()}
+        builder = MimicIII(config_name="mimic3-full", data_dir=folder, check_split_sizes=False, cache_dir=cache)
+        builder.download_and_prepare()
+        result["sizes"] = {name: len(split) for name, split in builder.as_dataset().items()}
 
     return measure(run) | result
 

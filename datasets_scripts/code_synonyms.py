@@ -2,7 +2,7 @@
 
 Sources:
 - UMLS `MRCONSO.RRF` (licensed; the paper's source), exactly as the authors' `load_umls.py` and
-  `match.py` do it (reference_code.md §2): ICD9CM rows give code → CUI (the last row wins); every
+  `match.py` do it (github.com/GanjinZero/ICD-MSMN): ICD9CM rows give code → CUI (the last row wins); every
   English string of that CUI, from any source, gives two synonyms, its lower-cased form and a
   cleaned one (" nos " removed, hyphens → spaces, whitespace collapsed); strings of fewer than
   2 words and 7 characters are dropped; accents are stripped and duplicates removed.
@@ -35,7 +35,7 @@ from pathlib import Path
 
 import datasets
 
-from .files import InputFileError, find_input, fingerprint, read_csv_rows
+from .files import InputError, find_input, fingerprint, read_csv_rows, write_atomically
 from .mimic_iii import format_icd9_code
 
 TITLE_FILES = ("D_ICD_DIAGNOSES.csv", "D_ICD_PROCEDURES.csv")
@@ -59,13 +59,13 @@ def keep_term(term: str) -> bool:
 def read_mrconso(path: Path) -> tuple[dict[str, str], dict[str, set[str]]]:
     """(ICD9CM code → CUI, CUI → its English strings, raw lower-cased and cleaned), streaming."""
     if not path.is_file():
-        raise InputFileError(f"{path}: no such file; give the MRCONSO.RRF of your UMLS Metathesaurus release.")
+        raise InputError(f"{path}: no such file; give the MRCONSO.RRF of your UMLS Metathesaurus release.")
     code_to_cui, cui_strings = {}, {}
     with open(path, encoding="utf-8") as lines:
         for line_number, line in enumerate(lines, start=1):
             fields = line.strip().split("|")
             if len(fields) not in (MRCONSO_FIELDS, MRCONSO_FIELDS + 1):
-                raise InputFileError(
+                raise InputError(
                     f"{path}, line {line_number}: {len(fields)} '|'-separated fields, expected {MRCONSO_FIELDS} "
                     "(CUI|LAT|…|CODE|STR|…). Is this an MRCONSO.RRF file, unmodified?"
                 )
@@ -175,7 +175,8 @@ def icd10cm_codes() -> list[str]:
 
 
 def codiesp_synonyms(
-    config_name: str, language: str = "en", num_synonyms: int = 4, seed: int = 0, data_dir: str | None = None
+    config_name: str, language: str = "en", num_synonyms: int = 4, seed: int = 0, data_dir: str | None = None,
+    extra_codes: Sequence[str] = (),
 ) -> tuple[dict[str, list[str]], dict]:
     """Terms for the codes of a CodiEsp config, and a report.
 
@@ -186,7 +187,7 @@ def codiesp_synonyms(
     """
     from .codiesp import Codiesp, spanish_evidence_terms
 
-    builder = Codiesp(config_name=config_name, language=language, data_dir=data_dir)
+    builder = Codiesp(config_name=config_name, language=language, data_dir=data_dir, extra_codes=extra_codes)
     codes, diagnoses = builder.codes, builder.config.task == "d"
     english, fallbacks = open_icd10cm_synonyms(codes, seed, num_synonyms - 1) if diagnoses else ({}, {})
     if language == "en" and diagnoses:
@@ -217,12 +218,8 @@ def report(synonyms: dict[str, list[str]]) -> dict:
     }
 
 
-def write_json_atomically(path: Path, content) -> None:
-    """Writes to a temporary file, then renames: an interrupted run never leaves a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".partial")
-    temporary.write_text(json.dumps(content, ensure_ascii=False, indent=1), encoding="utf-8")
-    temporary.replace(path)
+def write_json(path: Path, content) -> None:
+    write_atomically(path, lambda file: file.write(json.dumps(content, ensure_ascii=False, indent=1).encode("utf-8")))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -240,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.codiesp:
         synonyms, summary = codiesp_synonyms(args.codiesp, args.language, args.num_synonyms, args.seed)
-        write_json_atomically(args.output, synonyms)
+        write_json(args.output, synonyms)
         print(json.dumps(summary, indent=1))
         return
     if args.mimic_dir is None:
@@ -254,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{source}-{args.setting}-seed{args.seed}-{fingerprint([p for p in inputs if p.is_file()])}.json"
         )
         if args.mrconso and not args.mrconso.is_file():
-            raise InputFileError(f"{args.mrconso}: no such file; give the MRCONSO.RRF of your UMLS release.")
+            raise InputError(f"{args.mrconso}: no such file; give the MRCONSO.RRF of your UMLS release.")
         if cached.is_file():
             synonyms = json.loads(cached.read_text(encoding="utf-8"))
         else:
@@ -263,10 +260,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 synonyms = umls_synonyms(builder.codes, long_titles, args.mrconso, args.seed)
             else:
                 synonyms = open_icd9_synonyms(builder.codes, long_titles, short_titles, args.seed)
-            write_json_atomically(cached, synonyms)
-    except InputFileError as error:
+            write_json(cached, synonyms)
+    except InputError as error:
         sys.exit(f"error: {error}")
-    write_json_atomically(args.output, synonyms)
+    write_json(args.output, synonyms)
     print(json.dumps(report(synonyms), indent=1))
 
 

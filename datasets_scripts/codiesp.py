@@ -2,10 +2,10 @@
 
 Ships with the package (`data/codiesp/`, CC BY 4.0, see its README) and is its default benchmark:
 
-    from datasets_scripts.codiesp import load_codiesp
-    dataset = load_codiesp("codiesp-d-50")                 # English, the 50 most frequent diagnosis codes
-    dataset = load_codiesp("codiesp-d", language="es")     # Spanish, every diagnosis code
-    dataset = load_codiesp("codiesp-p", data_dir="/path/to/your/codiesp")  # the original folder layout
+    import datasets_scripts
+    data = datasets_scripts.load("codiesp", config="codiesp-d-50")            # English, the 50 most frequent diagnosis codes
+    data = datasets_scripts.load("codiesp", config="codiesp-d", language="es") # Spanish, every diagnosis code
+    data = datasets_scripts.load("codiesp", config="codiesp-p", data_dir="/path/to/your/codiesp")  # the original layout
 
 Configs: `codiesp-d-50` (the 50 most frequent train diagnosis codes), `codiesp-d` (every diagnosis
 code of the train split, plus `extra_codes`), `codiesp-p` (every procedure code of the train split,
@@ -16,13 +16,17 @@ in `gold_codes`; a model scores them from their terms (`set_codes`, see
 `benchmarks/codiesp_all_codes.py`). Codes are
 upper-cased (diagnoses keep ICD-10-CM's dot: "N44.8"; procedures are ICD-10-PCS: "BW03ZZZ").
 
-Each example: `id`, `text`, `labels` (class labels in sorted code order), `gold_codes` (all its
-codes of the task, also those outside the label set, for MAP) and, for "es", `evidence` (the
-CodiEsp-X rows: code, text and character spans into the Spanish text).
+Each example: `id`, `text`, `labels` (its codes in the label set), `gold_codes` (all its codes of
+the task, also those outside the label set, for MAP) and, for "es", `evidence` (the CodiEsp-X rows:
+code, text and character spans into the Spanish text). The code terms are open ICD-10-CM terms
+(English diagnoses) or the train split's evidence texts (see `code_synonyms.codiesp_synonyms`); the
+unlabelled texts, for word2vec, are the English background set less the texts that overlap dev or
+test (`background_texts`).
 """
 
 import gzip
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass
 from importlib import resources
@@ -30,8 +34,17 @@ from pathlib import Path
 
 import datasets
 
-from .files import InputFileError, fingerprint
+from .coding_data import CodingData, DataCard
+from .files import InputError, fingerprint, read_code_terms
 
+CITATION = (
+    "Miranda-Escalada, A., Gonzalez-Agirre, A., Armengol-Estapé, J., Krallinger, M. Overview of automatic "
+    "clinical coding: annotations, guidelines, and solutions for non-English clinical cases at CodiEsp track "
+    "of CLEF eHealth 2020. CLEF 2020 Working Notes."
+)
+# A background text overlaps a dev or test text when at least this share of the 8-word sequences of
+# the shorter of the two occur in both (the first boilerplate phrases start below 5%).
+OVERLAP_WORDS, OVERLAP_SHARE = 8, 0.05
 SPLITS = {"train": datasets.Split.TRAIN, "dev": datasets.Split.VALIDATION, "test": datasets.Split.TEST}
 EVIDENCE_TYPES = {"DIAGNOSTICO": "diagnosis", "PROCEDIMIENTO": "procedure"}
 TASK_FIELDS = {"d": "diagnosis_codes", "p": "procedure_codes"}
@@ -44,14 +57,14 @@ def normalize_code(code: str) -> str:
 def _read_tsv(path: Path, columns: int):
     """(line number, fields) of each non-empty line of a CodiEsp TSV file."""
     if not path.is_file():
-        raise InputFileError(f"{path}: no such file; a CodiEsp split folder holds {path.name} (original layout).")
+        raise InputError(f"{path}: no such file; a CodiEsp split folder holds {path.name} (original layout).")
     with open(path, encoding="utf-8") as lines:
         for line_number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             fields = line.rstrip("\n").split("\t")
             if len(fields) != columns:
-                raise InputFileError(
+                raise InputError(
                     f"{path}, line {line_number}: {len(fields)} tab-separated columns, expected {columns}. "
                     "Is this file from the CodiEsp gold standard, unmodified?"
                 )
@@ -64,7 +77,7 @@ def _parse_spans(positions: str, path: Path, line_number: int) -> list[list[int]
     except ValueError:
         spans = []
     if not spans or any(len(span) != 2 or span[0] > span[1] for span in spans):
-        raise InputFileError(f"{path}, line {line_number}: positions must be 'start end' pairs joined by ';'.")
+        raise InputError(f"{path}, line {line_number}: positions must be 'start end' pairs joined by ';'.")
     return spans
 
 
@@ -73,12 +86,12 @@ def read_original_split(folder: Path, split: str) -> list[dict]:
     split_folder = folder / split
     texts_es = {path.stem: path for path in sorted((split_folder / "text_files").glob("*.txt"))}
     if not texts_es:
-        raise InputFileError(f"{split_folder / 'text_files'}: no .txt files; is {folder} a CodiEsp folder?")
+        raise InputError(f"{split_folder / 'text_files'}: no .txt files; is {folder} a CodiEsp folder?")
     records = {}
     for doc_id, path in texts_es.items():
         english = split_folder / "text_files_en" / path.name
         if not english.is_file():
-            raise InputFileError(f"{english}: missing; every Spanish text needs its English translation.")
+            raise InputError(f"{english}: missing; every Spanish text needs its English translation.")
         records[doc_id] = {
             "id": doc_id,
             "text_es": path.read_text(encoding="utf-8"),
@@ -90,7 +103,7 @@ def read_original_split(folder: Path, split: str) -> list[dict]:
 
     def document(path, line_number, doc_id):
         if doc_id not in records:
-            raise InputFileError(
+            raise InputError(
                 f"{path}, line {line_number}: codes for document {doc_id!r}, which has no text in "
                 f"{split_folder / 'text_files'}."
             )
@@ -105,14 +118,14 @@ def read_original_split(folder: Path, split: str) -> list[dict]:
     path = split_folder / f"{split}X.tsv"
     for line_number, (doc_id, kind, code, text, positions) in _read_tsv(path, 5):
         if kind not in EVIDENCE_TYPES:
-            raise InputFileError(f"{path}, line {line_number}: type {kind!r}, expected DIAGNOSTICO or PROCEDIMIENTO.")
+            raise InputError(f"{path}, line {line_number}: type {kind!r}, expected DIAGNOSTICO or PROCEDIMIENTO.")
         document(path, line_number, doc_id)["evidence"].append(
             {"type": EVIDENCE_TYPES[kind], "code": normalize_code(code), "text": text,
              "spans": _parse_spans(positions, path, line_number)}
         )
     without_codes = [doc_id for doc_id, record in records.items() if not record["diagnosis_codes"] + record["procedure_codes"]]
     if without_codes:
-        raise InputFileError(
+        raise InputError(
             f"{texts_es[without_codes[0]]}: this text has no code in {split}D.tsv or {split}P.tsv "
             f"({len(without_codes)} such texts); the texts and the code files do not belong together."
         )
@@ -128,10 +141,28 @@ def read_shipped_split(split: str) -> list[dict]:
         return [json.loads(line) for line in lines]
 
 
-def read_background_texts() -> list[str]:
-    """The 2,751 unlabelled English texts of CodiEsp's background set (none is a dev or test text)."""
+def word_sequences(text: str) -> set[tuple[str, ...]]:
+    words = re.findall(r"\w+", text.lower())
+    return {tuple(words[i : i + OVERLAP_WORDS]) for i in range(len(words) - OVERLAP_WORDS + 1)}
+
+
+def background_texts() -> list[str]:
+    """The English texts of CodiEsp's unlabelled background set (2,751), less the 15 that overlap a
+    dev or test text (one is a near-copy of a test report): word2vec must not read evaluation text."""
+    held_out = [word_sequences(record["text_en"]) for split in ("dev", "test") for record in read_shipped_split(split)]
+    documents_by_sequence = {}
+    for document, sequences in enumerate(held_out):
+        for sequence in sequences:
+            documents_by_sequence.setdefault(sequence, []).append(document)
+    kept = []
     with gzip.open(shipped_folder() / "background.jsonl.gz", "rt", encoding="utf-8") as lines:
-        return [json.loads(line)["text_en"] for line in lines]
+        for line in lines:
+            text = json.loads(line)["text_en"]
+            sequences = word_sequences(text)
+            shared = Counter(document for sequence in sequences for document in documents_by_sequence.get(sequence, ()))
+            if all(count < OVERLAP_SHARE * min(len(sequences), len(held_out[document])) for document, count in shared.items()):
+                kept.append(text)
+    return kept
 
 
 def write_shipped_split(records: list[dict], path: Path) -> None:
@@ -191,7 +222,7 @@ class Codiesp(datasets.GeneratorBasedBuilder):
         features = {
             "id": datasets.Value("string"),
             "text": datasets.Value("string"),
-            "labels": datasets.List(datasets.ClassLabel(names=self.codes)),
+            "labels": datasets.List(datasets.Value("string")),
             "gold_codes": datasets.List(datasets.Value("string")),
         }
         if config.language == "es":
@@ -204,11 +235,7 @@ class Codiesp(datasets.GeneratorBasedBuilder):
             features=datasets.Features(features),
             homepage="https://doi.org/10.5281/zenodo.3837305",
             license="CC BY 4.0",
-            citation=(
-                "Miranda-Escalada, A., Gonzalez-Agirre, A., Armengol-Estapé, J., Krallinger, M. Overview of "
-                "automatic clinical coding: annotations, guidelines, and solutions for non-English clinical "
-                "cases at CodiEsp track of CLEF eHealth 2020. CLEF 2020 Working Notes."
-            ),
+            citation=CITATION,
         )
 
     def _split_generators(self, dl_manager):
@@ -237,11 +264,37 @@ class Codiesp(datasets.GeneratorBasedBuilder):
             yield record["id"], example
 
 
-def load_codiesp(config_name: str = "codiesp-d-50", **config_kwargs) -> datasets.DatasetDict:
-    """Builds (or reads from the cache) the train/validation/test splits of CodiEsp."""
-    builder = Codiesp(config_name=config_name, **config_kwargs)
+def load(
+    config: str = "codiesp-d-50",
+    language: str = "en",
+    data_dir: str | None = None,
+    code_terms: str | None = None,
+    num_synonyms: int = 4,
+    extra_codes: tuple[str, ...] = (),
+    cache_dir: str | None = None,
+) -> CodingData:
+    """CodiEsp's train/validation/test splits (built once, then read from the cache), its label set,
+    its code terms (`code_terms`: your own JSON file instead; `num_synonyms`: M, for the parent fill
+    of ICD-10-CM terms) and, in English, the background texts for word2vec."""
+    from .code_synonyms import codiesp_synonyms
+
+    builder = Codiesp(config_name=config, language=language, data_dir=data_dir, extra_codes=extra_codes,
+                      cache_dir=cache_dir)
     builder.download_and_prepare()
-    return builder.as_dataset()
+    if code_terms is not None:
+        terms = read_code_terms(Path(code_terms))
+    else:
+        terms = codiesp_synonyms(config, language, num_synonyms, data_dir=data_dir, extra_codes=extra_codes)[0]
+    description = f"CodiEsp (CLEF eHealth 2020, CC BY 4.0), config {config}, " + (
+        "the organisers' English translation" if language == "en" else "the original Spanish")
+    return CodingData(
+        splits=builder.as_dataset(),
+        codes=builder.codes,
+        code_terms=terms,
+        card=DataCard(name="CodiEsp", dataset_id="bigbio/codiesp", description=description, license="cc-by-4.0",
+                      language=language, citation=CITATION),
+        unlabelled_texts=background_texts() if language == "en" else [],
+    )
 
 
 def spanish_evidence_terms(codes, train_records: list[dict]) -> dict[str, list[str]]:

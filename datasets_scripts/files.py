@@ -8,16 +8,28 @@ import io
 import json
 import sys
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from tqdm.auto import tqdm
 
 csv.field_size_limit(sys.maxsize)  # discharge summaries exceed the default 128 KiB field limit
 
 
-class InputFileError(ValueError):
-    """A user's input file is missing, malformed or cut short."""
+class InputError(ValueError):
+    """Bad input (a missing, malformed or cut-short file, an unknown option): the message names the
+    file or option at fault, the line where there is one, and the fix, and never quotes a note."""
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Writes `path` through `write(file)` into a temporary file, then renames it: an interrupted run
+    never leaves a partial file where a cache or an output is read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".partial")
+    with open(temporary, "wb") as file:
+        write(file)
+    temporary.replace(path)
 
 
 def find_input(folder: Path, name: str) -> Path:
@@ -25,7 +37,7 @@ def find_input(folder: Path, name: str) -> Path:
     for candidate in (folder / name, folder / f"{name}.gz"):
         if candidate.is_file():
             return candidate
-    raise InputFileError(
+    raise InputError(
         f"{folder}: neither {name} nor {name}.gz is there. Point data_dir at the folder holding your "
         f"MIMIC-III v1.4 CSV files (as downloaded from PhysioNet)."
     )
@@ -40,69 +52,53 @@ def fingerprint(paths: Sequence[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-class _ProgressReader(io.RawIOBase):
-    """Counts the bytes read from a binary file into a progress bar."""
-
-    def __init__(self, raw, progress):
-        self.raw, self.progress = raw, progress
-
-    def readable(self):
-        return True
-
-    def readinto(self, buffer):
-        count = self.raw.readinto(buffer)
-        self.progress.update(count)
-        return count
-
-
 def read_csv_rows(path: Path, required_columns: Sequence[str], progress: bool = False) -> Iterator[tuple[int, dict]]:
     """Yields (line number, {column: value}) for each row of a CSV (or CSV.gz) file, streaming.
 
-    Raises InputFileError for a missing column, a row with the wrong number of fields, or a gzip
+    Raises InputError for a missing column, a row with the wrong number of fields, or a gzip
     file that is cut short.
     """
-    raw = open(path, "rb")
-    bar = tqdm(total=path.stat().st_size, unit="B", unit_scale=True, desc=path.name, disable=not progress)
-    try:
-        stream = io.BufferedReader(_ProgressReader(raw, bar), buffer_size=1 << 20)
-        binary = gzip.GzipFile(fileobj=stream) if path.suffix == ".gz" else stream
-        reader = csv.reader(io.TextIOWrapper(binary, encoding="utf-8", newline=""))
-        header = next(reader, None)
-        if header is None:
-            raise InputFileError(f"{path}: the file is empty; it should start with a header row.")
-        missing = [column for column in required_columns if column not in header]
-        if missing:
-            raise InputFileError(
-                f"{path}, line 1: the header lacks the columns {missing} (it has {header}). "
-                "Is this the right MIMIC-III file, unmodified?"
-            )
-        for row in reader:
-            if len(row) != len(header):
-                raise InputFileError(
-                    f"{path}, line {reader.line_num}: {len(row)} fields where the header has {len(header)}. "
-                    "The file is damaged or was edited; download it again."
+    size = path.stat().st_size
+    # unbuffered, so that every byte read goes through the progress bar's counted `read`
+    with open(path, "rb", buffering=0) as raw, tqdm.wrapattr(
+        raw, "read", total=size, desc=path.name, disable=not progress
+    ) as counted:
+        try:
+            binary = gzip.GzipFile(fileobj=counted) if path.suffix == ".gz" else counted
+            reader = csv.reader(io.TextIOWrapper(binary, encoding="utf-8", newline=""))
+            header = next(reader, None)
+            if header is None:
+                raise InputError(f"{path}: the file is empty; it should start with a header row.")
+            missing = [column for column in required_columns if column not in header]
+            if missing:
+                raise InputError(
+                    f"{path}, line 1: the header lacks the columns {missing} (it has {header}). "
+                    "Is this the right MIMIC-III file, unmodified?"
                 )
-            yield reader.line_num, dict(zip(header, row))
-    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
-        raise InputFileError(
-            f"{path}: the gzip stream is cut short or corrupt ({type(error).__name__}); download the file again."
-        ) from None
-    except csv.Error as error:
-        raise InputFileError(f"{path}: not a well-formed CSV file ({error}); download it again.") from None
-    finally:
-        bar.close()
-        raw.close()
+            for row in reader:
+                if len(row) != len(header):
+                    raise InputError(
+                        f"{path}, line {reader.line_num}: {len(row)} fields where the header has {len(header)}. "
+                        "The file is damaged or was edited; download it again."
+                    )
+                yield reader.line_num, dict(zip(header, row))
+        except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+            raise InputError(
+                f"{path}: the gzip stream is cut short or corrupt ({type(error).__name__}); download the file again."
+            ) from None
+        except csv.Error as error:
+            raise InputError(f"{path}: not a well-formed CSV file ({error}); download it again.") from None
 
 
 def read_json_lines(path: Path, expected: str) -> Iterator[tuple[int, dict]]:
     """Yields (line number, object) for each non-blank line of a JSON-lines file (or .gz), streaming.
 
     `expected` shows what a line holds, for the error messages (e.g. '{"text": ..., "labels": [...]}').
-    Raises InputFileError for a missing file, a line that is not a JSON object, text that is not
+    Raises InputError for a missing file, a line that is not a JSON object, text that is not
     UTF-8, or a gzip file that is cut short.
     """
     if not path.is_file():
-        raise InputFileError(f"{path}: no such file (expected JSON lines of {expected}).")
+        raise InputError(f"{path}: no such file (expected JSON lines of {expected}).")
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rt", encoding="utf-8") as lines:
@@ -112,13 +108,31 @@ def read_json_lines(path: Path, expected: str) -> Iterator[tuple[int, dict]]:
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as error:
-                    raise InputFileError(
+                    raise InputError(
                         f"{path}, line {line_number}: not valid JSON ({error.msg}, column {error.colno})."
                     ) from None
                 if not isinstance(record, dict):
-                    raise InputFileError(f"{path}, line {line_number}: each line must be a JSON object, {expected}.")
+                    raise InputError(f"{path}, line {line_number}: each line must be a JSON object, {expected}.")
                 yield line_number, record
     except UnicodeDecodeError:
-        raise InputFileError(f"{path}: not UTF-8 text; convert it (e.g. iconv -t utf-8).") from None
+        raise InputError(f"{path}: not UTF-8 text; convert it (e.g. iconv -t utf-8).") from None
     except (EOFError, gzip.BadGzipFile, zlib.error) as error:
-        raise InputFileError(f"{path}: the gzip stream is cut short or corrupt ({type(error).__name__}).") from None
+        raise InputError(f"{path}: the gzip stream is cut short or corrupt ({type(error).__name__}).") from None
+
+
+def read_code_terms(path: Path) -> dict[str, list[str]]:
+    """A JSON object {code: [description, synonym, ...]} (the code terms; they define the label set)."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such file (expected JSON {{code: [description, synonym, ...]}}).")
+    try:
+        code_terms = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: not valid JSON ({error.msg}, line {error.lineno}).") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text; convert it (e.g. iconv -t utf-8).") from None
+    if not isinstance(code_terms, dict) or not code_terms:
+        raise InputError(f"{path}: expected a non-empty JSON object {{code: [description, synonym, ...]}}.")
+    bad = [code for code, terms in code_terms.items() if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms)]
+    if bad:
+        raise InputError(f"{path}: codes {bad[:5]} need a list of strings (description first).")
+    return code_terms

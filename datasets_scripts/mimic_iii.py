@@ -1,15 +1,16 @@
-"""MIMIC-III v1.4 → the standard ICD-coding splits (CAML's; spec §9, reference_code.md §1).
+"""MIMIC-III v1.4 → the standard ICD-coding splits (CAML's, as the MSMN authors used them).
 
 Your own MIMIC-III files are read from `data_dir` (NOTEEVENTS, DIAGNOSES_ICD, PROCEDURES_ICD,
 .csv or .csv.gz); nothing of MIMIC-III ships with this package. The public CAML split lists
 (hadm_ids only, MIT licence) do, in `data/caml_splits/`.
 
-    from datasets_scripts.mimic_iii import load_mimic_iii
-    dataset = load_mimic_iii("/path/to/mimic-iii-1.4", "mimic3-50")   # DatasetDict train/validation/test
+    import datasets_scripts
+    data = datasets_scripts.load("mimic3", config="mimic3-50", data_dir="/path/to/mimic-iii-1.4",
+                                 code_terms="synonyms.json")  # made by python -m datasets_scripts.code_synonyms
 
-Each example: `hadm_id`, `subject_id`, `text` (every discharge summary of the admission, reports
-and addenda, joined with a tab in file order) and `labels` (its ICD-9 codes in the config's code
-set, CAML-formatted, as class labels in sorted code order). The split sizes are checked against
+Each example: `id` (the admission's HADM_ID), `hadm_id`, `subject_id`, `text` (every discharge
+summary of the admission, reports and addenda, joined with a tab in file order), `labels` and
+`gold_codes` (its ICD-9 codes in the config's code set, CAML-formatted). The split sizes are checked against
 the paper's table; a mismatch (another MIMIC version, missing rows) stops the build with the
 difference unless `check_split_sizes=False`.
 """
@@ -21,10 +22,11 @@ from pathlib import Path
 
 import datasets
 
-from .files import InputFileError, find_input, fingerprint, read_csv_rows
+from .coding_data import CodingData, DataCard
+from .files import InputError, find_input, fingerprint, read_code_terms, read_csv_rows
 
 SPLITS = {"train": datasets.Split.TRAIN, "dev": datasets.Split.VALIDATION, "test": datasets.Split.TEST}
-EXPECTED_SIZES = {  # documents per split and codes in the label set (spec §9)
+EXPECTED_SIZES = {  # documents per split and codes in the label set (the paper's data table)
     "full": {"train": 47_719, "dev": 1_631, "test": 3_372, "codes": 8_929},
     "50": {"train": 8_066, "dev": 1_573, "test": 1_729, "codes": 50},
 }
@@ -74,7 +76,7 @@ class MimicIII(datasets.GeneratorBasedBuilder):
 
     def __init__(self, *args, data_dir: str | None = None, **kwargs):
         if data_dir is None:
-            raise InputFileError(
+            raise InputError(
                 "MimicIII needs data_dir: the folder with your MIMIC-III v1.4 NOTEEVENTS, DIAGNOSES_ICD and "
                 "PROCEDURES_ICD files (.csv or .csv.gz)."
             )
@@ -111,10 +113,12 @@ class MimicIII(datasets.GeneratorBasedBuilder):
             description=__doc__,
             features=datasets.Features(
                 {
+                    "id": datasets.Value("string"),
                     "hadm_id": datasets.Value("int64"),
                     "subject_id": datasets.Value("int64"),
                     "text": datasets.Value("string"),
-                    "labels": datasets.List(datasets.ClassLabel(names=self.codes)),
+                    "labels": datasets.List(datasets.Value("string")),
+                    "gold_codes": datasets.List(datasets.Value("string")),
                 }
             ),
             homepage="https://physionet.org/content/mimiciii/1.4/",
@@ -165,7 +169,7 @@ class MimicIII(datasets.GeneratorBasedBuilder):
         differences = [f"{key}: {found[key]:,} (expected {expected[key]:,})" for key in expected if found[key] != expected[key]]
         if differences:
             without_notes = sum(len(ids) - len(examples[split]) for split, ids in split_ids.items())
-            raise InputFileError(
+            raise InputError(
                 f"{self.config.name}: the splits built from {self.config.data_dir} differ from the paper's: "
                 f"{'; '.join(differences)}. {without_notes:,} listed admissions have no discharge summary in "
                 f"{self.input_paths['NOTEEVENTS.csv'].name}. Use the complete, unmodified MIMIC-III v1.4 files, "
@@ -174,11 +178,35 @@ class MimicIII(datasets.GeneratorBasedBuilder):
 
     def _generate_examples(self, examples):
         for example in examples:
-            yield example["hadm_id"], example
+            yield example["hadm_id"], {"id": str(example["hadm_id"]), **example, "gold_codes": example["labels"]}
 
 
-def load_mimic_iii(data_dir: str, config_name: str = "mimic3-50", **config_kwargs) -> datasets.DatasetDict:
-    """Builds (or reads from the cache) the train/validation/test splits of MIMIC-III."""
-    builder = MimicIII(config_name=config_name, data_dir=data_dir, **config_kwargs)
+def load(
+    config: str = "mimic3-50",
+    data_dir: str | None = None,
+    code_terms: str | None = None,
+    check_split_sizes: bool = True,
+    cache_dir: str | None = None,
+) -> CodingData:
+    """The train/validation/test splits built from your MIMIC-III files (once, then read from the
+    cache), with the code terms of `code_terms` (made by `python -m datasets_scripts.code_synonyms`)."""
+    if data_dir is None or code_terms is None:
+        raise InputError(
+            "MIMIC-III needs --data_dir (your MIMIC-III v1.4 folder) and --code_terms (made by "
+            "python -m datasets_scripts.code_synonyms --mimic-dir ... [--mrconso MRCONSO.RRF] --output FILE)."
+        )
+    builder = MimicIII(config_name=config, data_dir=data_dir, check_split_sizes=check_split_sizes, cache_dir=cache_dir)
     builder.download_and_prepare()
-    return builder.as_dataset()
+    return CodingData(
+        splits=builder.as_dataset(),
+        codes=builder.codes,
+        code_terms=read_code_terms(Path(code_terms)),
+        card=DataCard(
+            name="MIMIC-III", dataset_id="physionet/mimiciii", license="other",
+            description=f"MIMIC-III v1.4 discharge summaries, CAML splits, config {config}",
+            citation="Johnson, A. E. W. et al. MIMIC-III, a freely accessible critical care database. "
+                     "Scientific Data 3, 160035 (2016).",
+            usage_note="Trained on MIMIC-III: these weights are derived from credentialed data and fall under the "
+                       "PhysioNet Credentialed Health Data Use Agreement; share them only with credentialed users.",
+        ),
+    )

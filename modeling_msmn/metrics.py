@@ -137,3 +137,33 @@ def mean_average_precision(scores: np.ndarray, gold: list[list[int]], num_gold: 
         precisions = np.arange(1, len(ranks) + 1) / ranks
         average_precisions.append(precisions.sum() / total)
     return float(np.mean(average_precisions)) if average_precisions else 0.0
+
+
+def test_report(probabilities, labels, gold_codes, codes, train_codes, threshold) -> dict[str, float]:
+    """`icd_metrics` at `threshold`, plus MAP over every gold code of each note (`gold_codes`: code
+    strings, also those outside `codes`) and, where some gold codes never occur in training
+    (`train_codes`), the MAP over those codes alone."""
+    metrics = icd_metrics(probabilities, labels, threshold)
+    index = {code: i for i, code in enumerate(codes)}
+    gold = [[index[c] for c in document if c in index] for document in gold_codes]
+    metrics["map"] = mean_average_precision(probabilities, gold, [len(document) for document in gold_codes])
+    unseen = [[index[c] for c in document if c in index and c not in train_codes] for document in gold_codes]
+    if any(unseen):
+        unseen_totals = [sum(1 for c in document if c not in train_codes) for document in gold_codes]
+        metrics["map_unseen_codes"] = mean_average_precision(probabilities, unseen, unseen_totals)
+    metrics["threshold"] = threshold
+    return metrics
+
+
+METRIC_NAMES = {"macro_auc": "AUC macro", "micro_auc": "AUC micro", "macro_f1": "F1 macro", "micro_f1": "F1 micro",
+                "precision_at_5": "P@5", "precision_at_8": "P@8", "precision_at_15": "P@15", "map": "MAP",
+                "map_unseen_codes": "MAP unseen"}
+
+
+def metric_table(metrics: dict[str, float]) -> str:
+    """The paper's table layout as a Markdown table: AUC, F1, P@k, in %; then MAP."""
+    present = [(key, name) for key, name in METRIC_NAMES.items() if key in metrics]
+    header = "| " + " | ".join(name for _, name in present) + " |"
+    rule = "|" + "---|" * len(present)
+    values = "| " + " | ".join(f"{100 * metrics[key]:.1f}" for key, _ in present) + " |"
+    return f"{header}\n{rule}\n{values}"

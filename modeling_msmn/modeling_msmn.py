@@ -118,7 +118,8 @@ class SynonymAttentionFunction(torch.autograd.Function):
     Saves the output and its winning heads (B, c, d; heads as uint8) and recomputes the attention
     weights α in the backward pass, instead of keeping B×M×c×N weights (or recomputing the whole
     chunk, value product included, as activation checkpointing would). Gradients equal autograd's
-    through `max(dim).values` (the gradient goes to the head `max` returned).
+    through `max(dim).values` (the gradient goes to the head `max` returned). Under autocast (bf16
+    training), the backward pass recomputes in the forward pass's autocast dtype.
     """
 
     @staticmethod
@@ -129,30 +130,33 @@ class SynonymAttentionFunction(torch.autograd.Function):
         per_synonym = torch.bmm(weights.view(batch_size, -1, num_tokens), note_states)  # (B, M·c, d)
         values, best_head = per_synonym.view(batch_size, num_heads, chunk_codes, hidden_size).max(dim=1)
         ctx.save_for_backward(synonym_queries, note_keys, note_states, is_padding, values, best_head.to(torch.uint8))
+        ctx.device_type = note_states.device.type
+        ctx.autocast_dtype = torch.get_autocast_dtype(ctx.device_type) if torch.is_autocast_enabled(ctx.device_type) else None
         return values
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_values):
-        synonym_queries, note_keys, note_states, is_padding, values, best_head = ctx.saved_tensors
-        batch_size, num_tokens, hidden_size = note_states.shape
-        num_heads, chunk_codes, _ = synonym_queries.shape
-        weights = synonym_attention_weights(synonym_queries, note_keys, is_padding)  # (B, M, c, N)
-        # Only the winning head of each value gets its gradient: (B, M, c, d)
-        grad_per_synonym = grad_values.new_zeros(batch_size, num_heads, chunk_codes, hidden_size)
-        grad_per_synonym.scatter_(1, best_head.long().unsqueeze(1), grad_values.unsqueeze(1))
-        # Softmax backward needs Σ_n ∂α·α = ∂A·A per head; A equals the saved values where the head won.
-        weighted_sum = (grad_per_synonym * values.unsqueeze(1)).sum(dim=-1, keepdim=True)  # (B, M, c, 1)
-        grad_per_synonym = grad_per_synonym.view(batch_size, -1, hidden_size)  # (B, M·c, d)
-        flat_weights = weights.view(batch_size, -1, num_tokens)  # (B, M·c, N)
-        grad_note_states = torch.bmm(flat_weights.transpose(1, 2), grad_per_synonym)
-        grad_weights = torch.bmm(grad_per_synonym, note_states.transpose(1, 2)).view_as(weights)
-        # softmax backward, then the mask's: masked scores get no gradient
-        grad_scores = grad_weights.sub_(weighted_sum).mul_(weights)
-        grad_scores.masked_fill_(is_padding, 0.0)
-        grad_queries = torch.matmul(grad_scores, note_keys).sum(dim=0)  # (M, c, d/M)
-        grad_note_keys = torch.matmul(grad_scores.transpose(-1, -2), synonym_queries)  # (B, M, N, d/M)
-        return grad_queries, grad_note_keys, grad_note_states, None
+        with torch.autocast(ctx.device_type, dtype=ctx.autocast_dtype, enabled=ctx.autocast_dtype is not None):
+            synonym_queries, note_keys, note_states, is_padding, values, best_head = ctx.saved_tensors
+            batch_size, num_tokens, hidden_size = note_states.shape
+            num_heads, chunk_codes, _ = synonym_queries.shape
+            weights = synonym_attention_weights(synonym_queries, note_keys, is_padding)  # (B, M, c, N)
+            # Only the winning head of each value gets its gradient: (B, M, c, d)
+            grad_per_synonym = grad_values.new_zeros(batch_size, num_heads, chunk_codes, hidden_size)
+            grad_per_synonym.scatter_(1, best_head.long().unsqueeze(1), grad_values.unsqueeze(1))
+            # Softmax backward needs Σ_n ∂α·α = ∂A·A per head; A equals the saved values where the head won.
+            weighted_sum = (grad_per_synonym * values.unsqueeze(1)).sum(dim=-1, keepdim=True)  # (B, M, c, 1)
+            grad_per_synonym = grad_per_synonym.view(batch_size, -1, hidden_size)  # (B, M·c, d)
+            flat_weights = weights.view(batch_size, -1, num_tokens)  # (B, M·c, N)
+            grad_note_states = torch.bmm(flat_weights.transpose(1, 2), grad_per_synonym)
+            grad_weights = torch.bmm(grad_per_synonym, note_states.transpose(1, 2)).view_as(weights)
+            # softmax backward, then the mask's: masked scores get no gradient
+            grad_scores = grad_weights.sub_(weighted_sum).mul_(weights)
+            grad_scores.masked_fill_(is_padding, 0.0)
+            grad_queries = torch.matmul(grad_scores, note_keys).sum(dim=0)  # (M, c, d/M)
+            grad_note_keys = torch.matmul(grad_scores.transpose(-1, -2), synonym_queries)  # (B, M, N, d/M)
+            return grad_queries, grad_note_keys, grad_note_states, None
 
 
 class MSMNMultiSynonymAttention(nn.Module):

@@ -18,8 +18,8 @@ SIGNALS = {  # each code is signalled by its own words, which its terms share
     "N39.0": (["urinary tract infection", "cystitis"], ["urinary", "dysuria"]),
 }
 FILLER = "patient was admitted seen today history of the with and no acute distress plan follow up clinic".split()
-TINY_MODEL = ["--rnn_dim", "32", "--hidden_size", "32", "--embedding_dim", "16", "--num_synonyms", "2",
-              "--learning_rate", "5e-3", "--seed", "0", "--word2vec_epochs", "2"]
+TINY_CONFIG = "rnn_dim=32,hidden_size=32,embedding_dim=16,num_synonyms=2"
+TINY_MODEL = ["--config_overrides", TINY_CONFIG, "--learning_rate", "5e-3", "--seed", "0", "--word2vec_epochs", "2"]
 
 
 def synthetic_notes(count, seed):
@@ -84,5 +84,6 @@ FILES = ["--train_file", "train.jsonl.gz", "--validation_file", "dev.jsonl.gz", 
 # leave near-zero vectors), 40 epochs, and keeping the epoch with the lowest dev loss (with 5 codes
 # train.py falls back to dev micro-AUC, which saturates early and kept half-trained epochs).
 LEARNING_RUN = [*FILES, "--output_dir", "out", "--num_train_epochs", "40", "--per_device_train_batch_size", "8",
-                *TINY_MODEL, "--rnn_dim", "64", "--hidden_size", "64", "--embedding_dim", "32", "--learning_rate", "1e-2",
+                *TINY_MODEL, "--config_overrides", "rnn_dim=64,hidden_size=64,embedding_dim=32,num_synonyms=2",
+                "--learning_rate", "1e-2",
                 "--word2vec_epochs", "100", "--metric_for_best_model", "loss", "--greater_is_better", "false"]

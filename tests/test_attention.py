@@ -118,3 +118,22 @@ def test_evidence_rebuilds_each_dimension_from_its_winning_head():
     torch.testing.assert_close(token_weights, expected_weights)
     torch.testing.assert_close(token_weights.sum(dim=-1), torch.ones(3, 7, dtype=torch.float64))
     assert (token_weights * (1 - mask[:, None, :])).abs().max() == 0  # padding gets no weight
+
+
+def test_backward_under_bf16_autocast():
+    # train.py --bf16 runs the model under autocast; the custom backward recomputes in the same dtype
+    torch.manual_seed(0)
+    attention = MSMNMultiSynonymAttention(MSMNConfig(hidden_size=16, num_synonyms=4, representation_dropout=0.0))
+    note_states = torch.randn(2, 10, 16, requires_grad=True)
+    attention_mask = torch.ones(2, 10, dtype=torch.long)
+    attention_mask[1, 7:] = 0
+    synonym_queries = torch.randn(5, 4, 4, requires_grad=True)
+    gradients = []
+    for autocast in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            values = attention(note_states, attention_mask, synonym_queries)
+        assert values.dtype == (torch.bfloat16 if autocast else torch.float32)
+        gradients.append(torch.cat([grad.flatten() for grad in torch.autograd.grad(values.float().sum(), (
+            note_states, synonym_queries, attention.note_projection.weight))]))
+    # cosine 0.99998 measured; bf16 keeps 8 bits of mantissa
+    assert torch.nn.functional.cosine_similarity(gradients[0], gradients[1], dim=0) > 0.999

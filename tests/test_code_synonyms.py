@@ -15,7 +15,7 @@ from datasets_scripts.code_synonyms import (
     report,
     umls_synonyms,
 )
-from datasets_scripts.files import InputFileError
+from datasets_scripts.files import InputError
 
 
 def mrconso_line(cui, language, source, code, string, suppress="N"):
@@ -87,9 +87,9 @@ def test_umls_synonyms_exactly(mrconso):
 def test_mrconso_with_wrong_field_count(tmp_path):
     path = tmp_path / "MRCONSO.RRF"
     path.write_text(MRCONSO[0] + "C0009|ENG|P|only|a few|fields\n", encoding="utf-8")
-    with pytest.raises(InputFileError, match=r"MRCONSO.RRF, line 2: 6 '\|'-separated fields, expected 18"):
+    with pytest.raises(InputError, match=r"MRCONSO.RRF, line 2: 6 '\|'-separated fields, expected 18"):
         umls_synonyms(["428.0"], DESCRIPTIONS, path)
-    with pytest.raises(InputFileError, match="no such file"):
+    with pytest.raises(InputError, match="no such file"):
         umls_synonyms(["428.0"], DESCRIPTIONS, tmp_path / "missing.RRF")
 
 

@@ -1,5 +1,7 @@
 """CodiEsp: the shipped copy, a user's folder in the original layout, terms and MAP."""
 
+import gzip
+import json
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -8,8 +10,9 @@ import numpy as np
 import pytest
 
 from datasets_scripts.code_synonyms import codiesp_synonyms
-from datasets_scripts.codiesp import load_codiesp, read_shipped_split
-from datasets_scripts.files import InputFileError
+import datasets_scripts
+from datasets_scripts.codiesp import background_texts, read_shipped_split, shipped_folder, word_sequences
+from datasets_scripts.files import InputError
 from modeling_msmn.metrics import mean_average_precision
 
 ORIGINAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "codiesp"
@@ -29,15 +32,15 @@ def tsv_counts(split, letter):
 @pytest.mark.parametrize("language", ["en", "es"])
 @pytest.mark.parametrize("config_name,letter", [("codiesp-d", "D"), ("codiesp-p", "P")])
 def test_shipped_copy_has_every_document_and_code(tmp_path, config_name, letter, language):
-    dataset = load_codiesp(config_name, language=language, cache_dir=str(tmp_path))
+    data = datasets_scripts.load("codiesp", config=config_name, language=language, cache_dir=str(tmp_path))
+    dataset = data.splits
     for split, name in (("train", "train"), ("dev", "validation"), ("test", "test")):
         rows = dataset[name]
         assert len(rows) == {"train": 500, "dev": 250, "test": 250}[split]
         expected = tsv_counts(split, letter)
         assert {row["id"]: len(row["gold_codes"]) for row in rows if row["gold_codes"]} == dict(expected)
-        label_set = set(rows.features["labels"].feature.names)
-        assert {code for row in rows for code in row["gold_codes"] if code in label_set} == {
-            rows.features["labels"].feature.int2str(label) for row in rows for label in row["labels"]}
+        label_set = set(data.codes)
+        assert [[code for code in row["gold_codes"] if code in label_set] for row in rows] == rows["labels"]
         if split == "train":  # the label set is the train split's codes, and nothing from dev or test
             assert sum(len(row["labels"]) for row in rows) == sum(expected.values())
             assert label_set == {code for row in rows for code in row["gold_codes"]}
@@ -53,8 +56,8 @@ def test_shipped_copy_has_every_document_and_code(tmp_path, config_name, letter,
 
 
 def test_top50_label_set(tmp_path):
-    dataset = load_codiesp("codiesp-d-50", cache_dir=str(tmp_path))
-    codes = dataset["train"].features["labels"].feature.names
+    data = datasets_scripts.load("codiesp", config="codiesp-d-50", cache_dir=str(tmp_path))
+    dataset, codes = data.splits, data.codes
     counts = Counter(code for record in read_shipped_split("train") for code in record["diagnosis_codes"])
     assert len(codes) == 50 and min(counts[code] for code in codes) >= 15
     assert codes == sorted(codes) and {"R52", "R69", "R50.9", "I10"} <= set(codes)
@@ -63,8 +66,8 @@ def test_top50_label_set(tmp_path):
 
 
 def test_extra_codes_join_the_label_set(tmp_path):
-    dataset = load_codiesp("codiesp-d", extra_codes=["z99.89"], cache_dir=str(tmp_path))
-    assert "Z99.89" in dataset["train"].features["labels"].feature.names
+    data = datasets_scripts.load("codiesp", config="codiesp-d", extra_codes=["z99.89"], cache_dir=str(tmp_path))
+    assert "Z99.89" in data.codes and data.code_terms["Z99.89"][0] == "Dependence on other enabling machines and devices"
 
 
 @pytest.fixture
@@ -94,9 +97,11 @@ def user_folder(tmp_path):
 
 
 def test_user_folder_is_read_like_the_shipped_copy(user_folder, tmp_path):
-    dataset = load_codiesp("codiesp-d", language="es", data_dir=str(user_folder), cache_dir=str(tmp_path / "cache"))
+    data = datasets_scripts.load("codiesp", config="codiesp-d", language="es", data_dir=str(user_folder),
+                                 cache_dir=str(tmp_path / "cache"))
+    dataset = data.splits
     shipped = {record["id"]: record for split in ("train", "dev", "test") for record in read_shipped_split(split)}
-    names = dataset["train"].features["labels"].feature.names
+    names = data.codes
     assert "ZZ9.99" in names
     for split in ("train", "validation", "test"):
         for row in dataset[split]:
@@ -106,9 +111,9 @@ def test_user_folder_is_read_like_the_shipped_copy(user_folder, tmp_path):
                 expected_codes.insert(1, "ZZ9.99")
             assert row["text"] == record["text_es"]
             assert row["gold_codes"] == expected_codes
-            assert [names[i] for i in row["labels"]] == [code for code in expected_codes if code in names]
+            assert row["labels"] == [code for code in expected_codes if code in names]
             if split == "train":  # the label set: the train split's codes
-                assert [names[i] for i in row["labels"]] == expected_codes
+                assert row["labels"] == expected_codes
             assert row["evidence"] == [
                 {"code": e["code"], "text": e["text"], "spans": e["spans"]} for e in record["evidence"] if e["type"] == "diagnosis"
             ]
@@ -116,23 +121,24 @@ def test_user_folder_is_read_like_the_shipped_copy(user_folder, tmp_path):
 
 def test_bad_user_folders(user_folder, tmp_path):
     def build():
-        return load_codiesp("codiesp-d", data_dir=str(user_folder), cache_dir=str(tmp_path / "cache"))
+        return datasets_scripts.load("codiesp", config="codiesp-d", data_dir=str(user_folder),
+                                     cache_dir=str(tmp_path / "cache")).splits
 
     dev_d = user_folder / "dev" / "devD.tsv"
     original = dev_d.read_text(encoding="utf-8")
     dev_d.write_text(original + "S9999-missing-1\tr52\n", encoding="utf-8")
     line = len(original.splitlines()) + 1
-    with pytest.raises(InputFileError, match=rf"devD.tsv, line {line}: codes for document 'S9999-missing-1', which has no text"):
+    with pytest.raises(InputError, match=rf"devD.tsv, line {line}: codes for document 'S9999-missing-1', which has no text"):
         build()
     dev_d.write_text(original.replace("\t", "\t\t", 1), encoding="utf-8")
-    with pytest.raises(InputFileError, match="devD.tsv, line 1: 3 tab-separated columns, expected 2"):
+    with pytest.raises(InputError, match="devD.tsv, line 1: 3 tab-separated columns, expected 2"):
         build()
     dev_d.write_text(original, encoding="utf-8")
 
     uncoded = user_folder / "test" / "text_files" / "S0000-uncoded-1.txt"
     uncoded.write_text("Texto sin códigos.", encoding="utf-8")
     shutil.copy(uncoded, user_folder / "test" / "text_files_en" / uncoded.name)
-    with pytest.raises(InputFileError, match="S0000-uncoded-1.txt: this text has no code in testD.tsv or testP.tsv"):
+    with pytest.raises(InputError, match="S0000-uncoded-1.txt: this text has no code in testD.tsv or testP.tsv"):
         build()
     uncoded.unlink()
     (user_folder / "test" / "text_files_en" / uncoded.name).unlink()
@@ -168,3 +174,23 @@ def test_mean_average_precision_by_hand():
     assert mean_average_precision(scores[:1], [[0, 3]]) == pytest.approx((1 + 2 / 3) / 2)
     with pytest.raises(ValueError, match="one gold list"):
         mean_average_precision(scores, [[0]])
+
+
+def test_background_texts_leave_out_those_that_overlap_dev_or_test():
+    with gzip.open(shipped_folder() / "background.jsonl.gz", "rt", encoding="utf-8") as lines:
+        background = {record["id"]: record["text_en"] for record in map(json.loads, lines)}
+    kept = background_texts()
+    assert len(kept) == len(background) - 15  # the rule drops 15 (datasets_scripts/data/codiesp/README.md)
+    # a near-copy of test S0004-06142006000600014-1, and the largest partial overlaps (test, dev)
+    for dropped in ("S0004-06142006000200010-1", "S1130-05582011000200007-1", "S1887-85712013000200013-2"):
+        assert background[dropped] not in kept
+    test_text = next(r["text_en"] for r in read_shipped_split("test") if r["id"] == "S0004-06142006000600014-1")
+    sequences = word_sequences(test_text)
+    assert len(sequences & word_sequences(background["S0004-06142006000200010-1"])) > 0.8 * len(sequences)
+
+
+def test_registry_rejects_unknown_datasets_and_options():
+    with pytest.raises(InputError, match=r"--dataset 'mimic' is unknown; choose one of \['codiesp', 'files', 'mimic3'\]"):
+        datasets_scripts.load("mimic")
+    with pytest.raises(InputError, match="--dataset files takes no option language; its options are train_file"):
+        datasets_scripts.load("files", language="en")

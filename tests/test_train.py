@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from synthetic_corpus import FILES, ROOT, SIGNALS, TINY_MODEL, run, run_train, synthetic_notes, write_jsonl
+from synthetic_corpus import FILES, ROOT, SIGNALS, TINY_CONFIG, TINY_MODEL, run, run_train, synthetic_notes, write_jsonl
+from huggingface_hub import ModelCard
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 sys.path.insert(0, str(ROOT))
@@ -75,7 +76,7 @@ def test_learns_planted_codes_and_saves_threshold(synthetic_checkpoint):
 def test_codiesp_slice_end_to_end_and_reload(tmp_path):
     tiny_model = TINY_MODEL[: TINY_MODEL.index("--word2vec_epochs")]  # the default passes: 100 for 40 notes
     result = run_train("--preset", "codiesp-d-50", "--max_train_samples", "40", "--max_eval_samples", "24",
-                       "--num_train_epochs", "1", "--output_dir", "out", "--word2vec_background", "false",
+                       "--num_train_epochs", "1", "--output_dir", "out", "--word2vec_unlabelled_texts", "false",
                        *tiny_model, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "word2vec: 100 passes over 40 texts" in result.stderr
@@ -84,34 +85,36 @@ def test_codiesp_slice_end_to_end_and_reload(tmp_path):
     results = json.loads((folder / "test_results.json").read_text())
     assert {"macro_auc", "micro_f1", "precision_at_5", "map", "threshold"} <= set(results)
     assert not list(folder.glob("*.bin")) and (folder / "training_args.json").is_file()  # no pickle
-    card = (folder / "README.md").read_text(encoding="utf-8")
-    assert "model-index:" in card and "CodiEsp" in card and "{type: precision_at_5, value:" in card
-    assert "license: cc-by-4.0" in card  # the weights follow the data's licence
-    assert "PhysioNet" not in card
+    card = ModelCard.load(folder / "README.md")  # parsed by huggingface_hub, model-index included
+    assert card.data.license == "cc-by-4.0"  # the weights follow the data's licence
+    assert {(result.dataset_name, result.dataset_split, result.metric_type, result.metric_value)
+            for result in card.data.eval_results} == {
+        ("CodiEsp", "test", key, round(100 * value, 2)) for key, value in results.items() if key != "threshold"}
+    assert "Miranda-Escalada" in card.text and "PhysioNet" not in card.text and "{{" not in card.text
 
     # A fresh process reloads the folder and reproduces the test results exactly.
     script = f"""
 import json, sys, torch
 sys.path.insert(0, {str(ROOT)!r})
+from huggingface_hub import ModelCard
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
-from datasets_scripts.codiesp import load_codiesp
+import datasets_scripts
 from modeling_msmn.metrics import icd_metrics, mean_average_precision
 tokenizer = AutoTokenizer.from_pretrained("out", trust_remote_code=True)
 model = AutoModelForSequenceClassification.from_pretrained("out", trust_remote_code=True).eval()
-test = load_codiesp("codiesp-d-50")["test"].select(range(24))
-names = test.features["labels"].feature.names
+test = datasets_scripts.load("codiesp", config="codiesp-d-50").splits["test"].select(range(24))
 codes = [model.config.id2label[i] for i in range(model.config.num_labels)]
-assert codes == names
 with torch.no_grad():
     # the batches train.py's evaluation used (16 per batch): other padding would change the last bits
     logits = torch.cat([model(**tokenizer(test["text"][i:i + 16], padding=True, truncation=True, return_tensors="pt")).logits
                         for i in range(0, 24, 16)])
 probabilities = torch.sigmoid(logits).numpy()
 labels = torch.zeros(24, len(codes), dtype=torch.bool)
-for row, document in enumerate(test["labels"]):
+gold = [[model.config.label2id[code] for code in document] for document in test["labels"]]
+for row, document in enumerate(gold):
     labels[row, document] = True
 metrics = icd_metrics(probabilities, labels.numpy(), model.config.threshold)
-metrics["map"] = mean_average_precision(probabilities, test["labels"], [len(g) for g in test["gold_codes"]])
+metrics["map"] = mean_average_precision(probabilities, gold, [len(g) for g in test["gold_codes"]])
 print(json.dumps(metrics))
 """
     reloaded = run([sys.executable, "-c", script], tmp_path)
@@ -131,8 +134,9 @@ def final_state(folder):
 def test_torchrun_two_processes_match_one(corpus):
     write_jsonl(corpus / "small.jsonl.gz", synthetic_notes(16, seed=4))
     common = ["--train_file", "small.jsonl.gz", "--validation_file", "dev.jsonl.gz", "--test_file", "test.jsonl.gz",
-              "--code_terms", "code_terms.json", "--num_train_epochs", "3", "--embedding_dropout", "0",
-              "--lstm_dropout", "0", "--representation_dropout", "0", *TINY_MODEL, "--save_strategy", "no",
+              "--code_terms", "code_terms.json", "--num_train_epochs", "3", *TINY_MODEL,
+              "--config_overrides", f"{TINY_CONFIG},embedding_dropout=0,lstm_dropout=0,representation_dropout=0",
+              "--save_strategy", "no",
               "--load_best_model_at_end", "false", "--eval_strategy", "no",
               # plain SGD without clipping: a mis-scaled loss would change the update (Adam would hide it)
               "--optim", "sgd", "--learning_rate", "0.5", "--max_grad_norm", "0"]
@@ -226,6 +230,9 @@ def test_push_to_hub_uploads_a_loadable_folder(corpus, monkeypatch, tmp_path):
 
     monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kwargs: created.append((repo_id, kwargs)))
     monkeypatch.setattr(HfApi, "create_commit", fake_create_commit)
+    validated = []  # upload_folder has the Hub check the card's YAML first (online): here it is parsed offline
+    monkeypatch.setattr("huggingface_hub.hf_api.is_xet_available", lambda: False)  # one create_commit, faked above
+    monkeypatch.setattr(HfApi, "_validate_yaml", lambda self, content, **kwargs: validated.append(ModelCard(content)))
     monkeypatch.chdir(corpus)
     train.main([*FILES, "--output_dir", "pushed", "--num_train_epochs", "1", *TINY_MODEL, "--push_to_hub",
                 "--hub_model_id", "someone/msmn-test", "--save_strategy", "no", "--load_best_model_at_end", "false"])
@@ -234,6 +241,7 @@ def test_push_to_hub_uploads_a_loadable_folder(corpus, monkeypatch, tmp_path):
     assert {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "modeling_msmn.py",
             "configuration_msmn.py", "pipeline_msmn.py", "README.md", "test_results.json"} <= names
     assert not any(name.startswith("checkpoint-") for name in names)
+    assert [card.data.model_name for card in validated] == ["msmn-test"] and validated[0].data.eval_results
     copy = tmp_path / "downloaded"
     copy.mkdir()
     for operation in uploaded:
