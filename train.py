@@ -32,7 +32,9 @@ from transformers.training_args import ParallelMode
 
 import datasets_scripts
 from datasets_scripts import InputError
+from datasets_scripts.code_synonyms import candidate_code_terms
 from datasets_scripts.files import write_atomically
+from model_card import model_card
 from modeling_msmn import ICDCodingPipeline, MSMNConfig, MSMNForSequenceClassification, build_code_term_ids
 from modeling_msmn import build_tokenizer, build_vocabulary, split_words
 from modeling_msmn.metrics import icd_metrics, metric_table, test_report, tune_threshold
@@ -165,18 +167,6 @@ def embedding_matrix(vectors, vocab: list[str], embedding_dim: int, seed: int) -
         matrix[list(rows)] = torch.from_numpy(np.stack([vectors[word] for word in words])).float()
     logger.info("word2vec: %d of %d vocabulary words have a vector", len(found), len(vocab))
     return matrix
-
-
-def candidate_code_terms(code_system: str | None, num_synonyms: int) -> list[str]:
-    """The terms of every code of `code_system` (None: none), as the candidates are scored later."""
-    if code_system is None:
-        return []
-    if code_system != "icd10cm":
-        raise InputError(f"--candidate_codes {code_system!r}: the one code system at hand is icd10cm.")
-    from datasets_scripts.code_synonyms import icd10cm_codes, open_icd10cm_synonyms
-
-    code_terms = open_icd10cm_synonyms(icd10cm_codes(), min_synonyms=num_synonyms - 1)[0]
-    return [term for terms in code_terms.values() for term in terms]
 
 
 # ----------------------------------------------------------------------------- training
@@ -380,30 +370,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if trainer.is_world_process_zero():
         save_checkpoint(trainer, results, data.card, push_to_hub)
     return results
-
-
-def model_card(config: MSMNConfig, results: dict[str, float], card, repo: str):
-    """`model_card.md` filled in for this model: its data, codes, settings and test results, with the
-    results as the card's model-index (one `EvalResult` per metric)."""
-    from huggingface_hub import EvalResult, ModelCard, ModelCardData
-
-    evaluations = [
-        EvalResult(task_type="text-classification", task_name="Multi-label ICD coding", dataset_type=card.dataset_id,
-                   dataset_name=card.name, dataset_split="test", metric_type=key, metric_name=key.replace("_", " "),
-                   metric_value=round(100 * value, 2))
-        for key, value in results.items() if key != "threshold"
-    ]
-    card_data = ModelCardData(
-        model_name=Path(repo).name, language=[card.language], license=card.license, library_name="transformers",
-        pipeline_tag="text-classification", datasets=[card.dataset_id], eval_results=evaluations or None,
-        tags=["icd-coding", "clinical-nlp", "medical-coding", "multi-label-classification", "msmn"],
-    )
-    codes = [config.id2label[i] for i in range(config.num_labels)]
-    return ModelCard.from_template(
-        card_data, template_path=str(Path(__file__).parent / "model_card.md"), repo=repo, config=config,
-        data=card, code_examples=", ".join(codes[:5]), threshold=round(config.threshold, 4),
-        metric_table=metric_table(results) if results else "(no test split)",
-    )
 
 
 def save_checkpoint(trainer, results, card, push_to_hub):

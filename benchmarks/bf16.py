@@ -12,21 +12,32 @@ R = 256, d = 512; random weights and notes, 50,000-word vocabulary):
   same weights and notes), the share of each note's 15 best codes that both rank there, and the
   cosine between the two runs' parameter gradients.
 
+With `--checkpoint`, a folder that `python train.py` saved (CodiEsp), also the metrics of its dev and
+test splits (read from the shipped files) in float32 and under bf16 autocast, at its tuned threshold.
+
 Needs a CUDA GPU or a CPU with bf16 arithmetic (AVX512-BF16, AMX); prints the device and the load.
 
     python benchmarks/bf16.py [--device cuda] [--batch-size 16] [--tokens 4000] [--eval-tokens 2000]
+        [--checkpoint msmn-codiesp-d-50]
 """
 
 import argparse
 import contextlib
+import gzip
 import json
 import random
 import subprocess
 import time
+from pathlib import Path
 
+import numpy as np
 import torch
+from transformers import AutoTokenizer
 
 from modeling_msmn import MSMNConfig, MSMNForSequenceClassification, build_code_term_ids, build_tokenizer
+from modeling_msmn.metrics import icd_metrics, mean_average_precision
+
+CODIESP = Path(__file__).parents[1] / "datasets_scripts" / "data" / "codiesp"
 
 VOCABULARY_SIZE, NUM_CODES, NUM_SYNONYMS = 50_000, 8929, 4
 
@@ -72,6 +83,37 @@ def autocast(device: str, enabled: bool):
     return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
 
 
+def checkpoint_metrics(folder: str, device: str) -> dict:
+    """Dev and test metrics of a CodiEsp checkpoint (English diagnoses), float32 and bf16 autocast."""
+    model = MSMNForSequenceClassification.from_pretrained(folder).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    codes = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    index = {code: i for i, code in enumerate(codes)}
+    results = {}
+    for split in ("dev", "test"):
+        with gzip.open(CODIESP / f"{split}.jsonl.gz", "rt", encoding="utf-8") as lines:
+            records = [json.loads(line) for line in lines]
+        gold = [[index[code] for code in record["diagnosis_codes"] if code in index] for record in records]
+        labels = np.zeros((len(records), len(codes)), dtype=bool)
+        for row, document in enumerate(gold):
+            labels[row, document] = True
+        for bf16 in (False, True):
+            probabilities = []
+            for start in range(0, len(records), 16):
+                inputs = tokenizer([r["text_en"] for r in records[start : start + 16]], padding=True, truncation=True,
+                                   return_tensors="pt").to(device)
+                with torch.no_grad(), autocast(device, bf16):
+                    probabilities.append(torch.sigmoid(model(**inputs).logits.float()).cpu().numpy())
+            probabilities = np.concatenate(probabilities)
+            metrics = icd_metrics(probabilities, labels, model.config.threshold)
+            metrics["map"] = mean_average_precision(probabilities, gold, [len(r["diagnosis_codes"]) for r in records])
+            keys = ("macro_auc", "micro_auc", "micro_f1", "precision_at_5", "precision_at_8", "map")
+            setting = f"{split}_{'bf16_autocast' if bf16 else 'fp32'}"
+            results[setting] = {key: round(100 * metrics[key], 2) for key in keys if key in metrics}
+            print(setting, results[setting], flush=True)
+    return results
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -79,17 +121,19 @@ def main():
     parser.add_argument("--tokens", type=int, default=4000)
     parser.add_argument("--eval-tokens", type=int, default=2000)
     parser.add_argument("--codes", type=int, default=NUM_CODES)
+    parser.add_argument("--checkpoint", help="a CodiEsp checkpoint folder: also its dev/test metrics in both precisions")
     args = parser.parse_args()
     device = args.device
     name = torch.cuda.get_device_name(device) if device.startswith("cuda") else torch.backends.cpu.get_cpu_capability()
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"torch {torch.__version__}, device {device} ({name}); load: {load}")
+    checkpoint = checkpoint_metrics(args.checkpoint, device) if args.checkpoint else {}
 
     model = build_model(device, args.codes)
     generator = torch.Generator().manual_seed(0)
     input_ids = torch.randint(2, VOCABULARY_SIZE, (args.batch_size, args.tokens), generator=generator).to(device)
     labels = (torch.rand(args.batch_size, args.codes, generator=generator) < 0.002).float().to(device)
-    results = {"device": name, "batch_size": args.batch_size, "tokens": args.tokens, "codes": args.codes}
+    results = {"device": name, "batch_size": args.batch_size, "tokens": args.tokens, "codes": args.codes, **checkpoint}
 
     # training steps
     model.train()

@@ -174,6 +174,16 @@ def icd10cm_codes() -> list[str]:
     return list(dict.fromkeys(codes))
 
 
+def candidate_code_terms(code_system: str | None, num_synonyms: int) -> list[str]:
+    """The terms of every code of `code_system` (None: none), as the candidates are scored later."""
+    if code_system is None:
+        return []
+    if code_system != "icd10cm":
+        raise InputError(f"--candidate_codes {code_system!r}: the one code system at hand is icd10cm.")
+    code_terms = open_icd10cm_synonyms(icd10cm_codes(), min_synonyms=num_synonyms - 1)[0]
+    return [term for terms in code_terms.values() for term in terms]
+
+
 def codiesp_synonyms(
     config_name: str, language: str = "en", num_synonyms: int = 4, seed: int = 0, data_dir: str | None = None,
     extra_codes: Sequence[str] = (),

@@ -17,6 +17,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 sys.path.insert(0, str(ROOT))
 import train  # noqa: E402
+from datasets_scripts.code_synonyms import candidate_code_terms  # noqa: E402
 
 
 def test_rdrop_kl_forms_by_hand():
@@ -190,7 +191,7 @@ def test_candidate_codes_join_the_vocabulary_and_word2vec(corpus):
                        "--load_best_model_at_end", "false", *TINY_MODEL, "--word2vec_epochs", "1",
                        "--candidate_codes", "icd10cm", cwd=corpus)
     assert result.returncode == 0, result.stderr[-3000:]
-    candidate_terms = train.candidate_code_terms("icd10cm", num_synonyms=2)
+    candidate_terms = candidate_code_terms("icd10cm", num_synonyms=2)
     assert "Cholera due to Vibrio cholerae 01, biovar cholerae" in candidate_terms  # a description
     words = {word for term in candidate_terms for word in train.split_words(term)}
     tokenizer = AutoTokenizer.from_pretrained(corpus / "out", trust_remote_code=True)
