@@ -55,7 +55,7 @@ def build(folder: str, cache: str) -> dict:
     result = {}
 
     def run():
-        builder = MimicIII(config_name="mimic3-full", data_dir=folder, check_split_sizes=False, cache_dir=cache)
+        builder = MimicIII(config_name="mimic3-full", data_dir=folder, cache_dir=cache)
         builder.download_and_prepare()
         result["sizes"] = {name: len(split) for name, split in builder.as_dataset().items()}
 

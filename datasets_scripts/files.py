@@ -55,8 +55,8 @@ def fingerprint(paths: Sequence[Path]) -> str:
 def read_csv_rows(path: Path, required_columns: Sequence[str], progress: bool = False) -> Iterator[tuple[int, dict]]:
     """Yields (line number, {column: value}) for each row of a CSV (or CSV.gz) file, streaming.
 
-    Raises InputError for a missing column, a row with the wrong number of fields, or a gzip
-    file that is cut short.
+    Raises InputError for a missing column, a row with the wrong number of fields, a file cut short
+    (also inside a quoted field: the reader is strict), or text that is not UTF-8.
     """
     size = path.stat().st_size
     # unbuffered, so that every byte read goes through the progress bar's counted `read`
@@ -65,7 +65,7 @@ def read_csv_rows(path: Path, required_columns: Sequence[str], progress: bool = 
     ) as counted:
         try:
             binary = gzip.GzipFile(fileobj=counted) if path.suffix == ".gz" else counted
-            reader = csv.reader(io.TextIOWrapper(binary, encoding="utf-8", newline=""))
+            reader = csv.reader(io.TextIOWrapper(binary, encoding="utf-8", newline=""), strict=True)
             header = next(reader, None)
             if header is None:
                 raise InputError(f"{path}: the file is empty; it should start with a header row.")
@@ -87,7 +87,15 @@ def read_csv_rows(path: Path, required_columns: Sequence[str], progress: bool = 
                 f"{path}: the gzip stream is cut short or corrupt ({type(error).__name__}); download the file again."
             ) from None
         except csv.Error as error:
-            raise InputError(f"{path}: not a well-formed CSV file ({error}); download it again.") from None
+            raise InputError(
+                f"{path}, line {reader.line_num}: not well-formed CSV ({error}): the file is cut short or damaged; "
+                "download it again."
+            ) from None
+        except UnicodeDecodeError:
+            raise InputError(
+                f"{path}, near line {reader.line_num + 1}: not UTF-8 text. MIMIC's files are UTF-8: download the file "
+                "again, or convert it (iconv -t utf-8)."
+            ) from None
 
 
 def read_json_lines(path: Path, expected: str) -> Iterator[tuple[int, dict]]:

@@ -10,11 +10,20 @@ Your own MIMIC-III files are read from `data_dir` (NOTEEVENTS, DIAGNOSES_ICD, PR
 
 Each example: `id` (the admission's HADM_ID), `hadm_id`, `subject_id`, `text` (every discharge
 summary of the admission, reports and addenda, joined with a tab in file order), `labels` and
-`gold_codes` (its ICD-9 codes in the config's code set, CAML-formatted). The split sizes are checked against
-the paper's table; a mismatch (another MIMIC version, missing rows) stops the build with the
-difference unless `check_split_sizes=False`.
+`gold_codes` (its ICD-9 codes in the config's code set, CAML-formatted). The split and code-set
+sizes are reported against the paper's (a warning names each difference and its likely reason);
+they never stop a build. What does stop it is evidence of damaged input, named with the file, the
+line and the fix: a malformed or cut-short file, a field that should be a number, text that is
+not UTF-8, or a split none of whose listed admissions has a discharge summary.
+
+Procedure codes keep their leading zeros ("01.51", the correct ICD-9-CM code). CAML, whose label
+set the MSMN authors used, read PROCEDURES_ICD with pandas, which parsed the codes as numbers:
+"0151" became "15.1" and "0066" became "66.". `caml_procedure_codes=True` reproduces that integer
+reading, for the paper's label set; it cannot reproduce CAML's chunk-dependent float reading (pairs
+such as "93.9"/"93.90"), so its full code count still differs a little from CAML's 8,929.
 """
 
+import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from importlib import resources
@@ -25,23 +34,41 @@ import datasets
 from .coding_data import CodingData, DataCard
 from .files import InputError, find_input, fingerprint, read_code_terms, read_csv_rows
 
+logger = logging.getLogger(__name__)
+
 SPLITS = {"train": datasets.Split.TRAIN, "dev": datasets.Split.VALIDATION, "test": datasets.Split.TEST}
 EXPECTED_SIZES = {  # documents per split and codes in the label set (the paper's data table)
-    "full": {"train": 47_719, "dev": 1_631, "test": 3_372, "codes": 8_929},
+    "full": {"train": 47_723, "dev": 1_631, "test": 3_372, "codes": 8_929},
     "50": {"train": 8_066, "dev": 1_573, "test": 1_729, "codes": 50},
 }
 INPUT_FILES = ("NOTEEVENTS.csv", "DIAGNOSES_ICD.csv", "PROCEDURES_ICD.csv")
 DISCHARGE_SUMMARY = "Discharge summary"
 
 
-def format_icd9_code(code: str, is_diagnosis: bool) -> str:
+def format_icd9_code(code: str, is_diagnosis: bool, integer_procedures: bool = False) -> str:
     """CAML's code format: diagnoses get a dot after 3 characters (4 for E-codes) when longer;
-    procedures always get a dot after 2 characters ("17" → "17.")."""
+    procedures always get a dot after 2 characters ("17" → "17."), after dropping their leading
+    zeros with `integer_procedures` (CAML's pandas reading: "0151" → "15.1")."""
     code = code.replace(".", "").strip()
     if not is_diagnosis:
+        if integer_procedures and code.isdigit():
+            code = str(int(code))
         return f"{code[:2]}.{code[2:]}"
     split_at = 4 if code.startswith("E") else 3
     return f"{code[:split_at]}.{code[split_at:]}" if len(code) > split_at else code
+
+
+def admission_id(value: str, path: Path, line: int, column: str = "HADM_ID") -> int | None:
+    """A row's id column as a number (None where empty); anything else is damaged input."""
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise InputError(
+            f"{path}, line {line}: {column} is not a number; the file is damaged or is not MIMIC-III's. "
+            "Download it again."
+        ) from None
 
 
 def caml_file(name: str) -> str:
@@ -58,11 +85,11 @@ def top50_codes() -> list[str]:
 
 @dataclass
 class MimicIIIConfig(datasets.BuilderConfig):
-    """setting: "full" or "50"; check_split_sizes: compare with the paper's sizes;
+    """setting: "full" or "50"; caml_procedure_codes: procedure codes read as integers, as CAML did;
     input_fingerprint: set from data_dir's files, so a changed input file gets a new cache."""
 
     setting: str = "full"
-    check_split_sizes: bool = True
+    caml_procedure_codes: bool = False
     input_fingerprint: str | None = None
 
 
@@ -93,11 +120,13 @@ class MimicIII(datasets.GeneratorBasedBuilder):
             return self._codes_by_admissions[hadm_ids]
         codes = defaultdict(list)
         for name, is_diagnosis in (("DIAGNOSES_ICD.csv", True), ("PROCEDURES_ICD.csv", False)):
-            for _, row in read_csv_rows(self.input_paths[name], ["HADM_ID", "ICD9_CODE"]):
-                if row["ICD9_CODE"] and row["HADM_ID"] and int(row["HADM_ID"]) in hadm_ids:
-                    code = format_icd9_code(row["ICD9_CODE"], is_diagnosis)
-                    if code not in codes[int(row["HADM_ID"])]:
-                        codes[int(row["HADM_ID"])].append(code)
+            path = self.input_paths[name]
+            for line, row in read_csv_rows(path, ["HADM_ID", "ICD9_CODE"]):
+                hadm_id = admission_id(row["HADM_ID"], path, line)
+                if row["ICD9_CODE"] and hadm_id in hadm_ids:
+                    code = format_icd9_code(row["ICD9_CODE"], is_diagnosis, self.config.caml_procedure_codes)
+                    if code not in codes[hadm_id]:
+                        codes[hadm_id].append(code)
         self._codes_by_admissions[hadm_ids] = codes
         return codes
 
@@ -128,13 +157,14 @@ class MimicIII(datasets.GeneratorBasedBuilder):
     def _discharge_summaries(self, hadm_ids: set[int]) -> dict[int, tuple[int, list[str]]]:
         """hadm_id → (subject_id, texts of its discharge summaries in file order), streaming NOTEEVENTS."""
         notes = {}
-        rows = read_csv_rows(self.input_paths["NOTEEVENTS.csv"], ["SUBJECT_ID", "HADM_ID", "CATEGORY", "TEXT"], progress=True)
-        for _, row in rows:
-            if row["CATEGORY"] != DISCHARGE_SUMMARY or not row["HADM_ID"]:
+        path = self.input_paths["NOTEEVENTS.csv"]
+        for line, row in read_csv_rows(path, ["SUBJECT_ID", "HADM_ID", "CATEGORY", "TEXT"], progress=True):
+            if row["CATEGORY"] != DISCHARGE_SUMMARY:
                 continue
-            hadm_id = int(row["HADM_ID"])
+            hadm_id = admission_id(row["HADM_ID"], path, line)
             if hadm_id in hadm_ids:
-                notes.setdefault(hadm_id, (int(row["SUBJECT_ID"]), []))[1].append(row["TEXT"])
+                subject_id = admission_id(row["SUBJECT_ID"], path, line, "SUBJECT_ID")
+                notes.setdefault(hadm_id, (subject_id, []))[1].append(row["TEXT"])
         return notes
 
     def _split_generators(self, dl_manager):
@@ -156,25 +186,35 @@ class MimicIII(datasets.GeneratorBasedBuilder):
             ]
             for split, ids in split_ids.items()
         }
-        if self.config.check_split_sizes:
-            self._check_sizes(examples, split_ids)
+        self._check_sizes(examples, split_ids)
         return [
             datasets.SplitGenerator(name=split_name, gen_kwargs={"examples": examples[split]})
             for split, split_name in SPLITS.items()
         ]
 
     def _check_sizes(self, examples, split_ids):
+        """Stops on a split without any document (damaged or foreign input); reports, as a warning,
+        every other difference from the paper's sizes with its likely reason."""
+        notes_file = self.input_paths["NOTEEVENTS.csv"]
+        for split, ids in split_ids.items():
+            if not examples[split]:
+                raise InputError(
+                    f"{notes_file}: none of the {len(ids):,} admissions of the {split} split has a discharge "
+                    "summary (CATEGORY 'Discharge summary'). Is this the NOTEEVENTS file of MIMIC-III v1.4, whole?"
+                )
         expected = EXPECTED_SIZES[self.config.setting]
         found = {split: len(examples[split]) for split in SPLITS} | {"codes": len(self.codes)}
-        differences = [f"{key}: {found[key]:,} (expected {expected[key]:,})" for key in expected if found[key] != expected[key]]
+        differences = [f"{key} {found[key]:,} (the paper: {expected[key]:,})" for key in expected if found[key] != expected[key]]
         if differences:
             without_notes = sum(len(ids) - len(examples[split]) for split, ids in split_ids.items())
-            raise InputError(
-                f"{self.config.name}: the splits built from {self.config.data_dir} differ from the paper's: "
-                f"{'; '.join(differences)}. {without_notes:,} listed admissions have no discharge summary in "
-                f"{self.input_paths['NOTEEVENTS.csv'].name}. Use the complete, unmodified MIMIC-III v1.4 files, "
-                "or pass check_split_sizes=False to build these splits anyway."
-            )
+            reasons = [f"{without_notes:,} listed admissions have no discharge summary in {notes_file.name} "
+                       "(another MIMIC-III version, or a subset of it)"] if without_notes else []
+            if found["codes"] != expected["codes"] and self.config.setting == "full":
+                reasons.append("CAML read procedure codes as numbers (01.51 → 15.1; caml_procedure_codes=True "
+                               "reproduces that in part)" if not self.config.caml_procedure_codes else
+                               "CAML's chunk-dependent float reading of some procedure codes (93.9/93.90)")
+            logger.warning("%s differs from the paper's data: %s. Likely reasons: %s.", self.config.name,
+                           "; ".join(differences), "; ".join(reasons) or "a MIMIC-III version other than v1.4")
 
     def _generate_examples(self, examples):
         for example in examples:
@@ -185,17 +225,19 @@ def load(
     config: str = "mimic3-50",
     data_dir: str | None = None,
     code_terms: str | None = None,
-    check_split_sizes: bool = True,
+    caml_procedure_codes: bool = False,
     cache_dir: str | None = None,
 ) -> CodingData:
     """The train/validation/test splits built from your MIMIC-III files (once, then read from the
-    cache), with the code terms of `code_terms` (made by `python -m datasets_scripts.code_synonyms`)."""
+    cache), with the code terms of `code_terms` (made by `python -m datasets_scripts.code_synonyms`);
+    `caml_procedure_codes`: procedure codes as CAML read them (see above)."""
     if data_dir is None or code_terms is None:
         raise InputError(
             "MIMIC-III needs --data_dir (your MIMIC-III v1.4 folder) and --code_terms (made by "
             "python -m datasets_scripts.code_synonyms --mimic-dir ... [--mrconso MRCONSO.RRF] --output FILE)."
         )
-    builder = MimicIII(config_name=config, data_dir=data_dir, check_split_sizes=check_split_sizes, cache_dir=cache_dir)
+    builder = MimicIII(config_name=config, data_dir=data_dir, caml_procedure_codes=caml_procedure_codes,
+                       cache_dir=cache_dir)
     builder.download_and_prepare()
     return CodingData(
         splits=builder.as_dataset(),
