@@ -54,7 +54,8 @@ class DataArguments:
     dataset: str = field(default="files", metadata={"help": f"one of {sorted(datasets_scripts.DATASETS)}"})
     dataset_config: str | None = field(default=None, metadata={"help": "e.g. codiesp-d-50, mimic3-full"})
     language: str | None = field(default=None, metadata={"help": "CodiEsp: en (default) or es"})
-    data_dir: str | None = field(default=None, metadata={"help": "your MIMIC-III folder, or your own CodiEsp folder"})
+    data_dir: str | None = field(default=None, metadata={"help": "your MIMIC folder, or your own CodiEsp folder"})
+    note_dir: str | None = field(default=None, metadata={"help": "MIMIC-IV: your MIMIC-IV-Note folder (default: data_dir)"})
     train_file: str | None = field(default=None, metadata={"help": "JSON lines of {'text', 'labels'}"})
     validation_file: str | None = None
     test_file: str | None = None
@@ -83,6 +84,7 @@ class DataArguments:
     def dataset_options(self) -> dict:
         """The options given for the dataset's `load`."""
         options = {"config": self.dataset_config, "language": self.language, "data_dir": self.data_dir,
+                   "note_dir": self.note_dir,
                    "train_file": self.train_file, "validation_file": self.validation_file,
                    "test_file": self.test_file, "code_terms": self.code_terms}
         return {name: value for name, value in options.items() if value is not None}

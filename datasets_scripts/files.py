@@ -32,15 +32,13 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
     temporary.replace(path)
 
 
-def find_input(folder: Path, name: str) -> Path:
+def find_input(folder: Path, name: str, fix: str = "Point data_dir at the folder holding your MIMIC-III v1.4 "
+                                                   "CSV files (as downloaded from PhysioNet).") -> Path:
     """`folder/name` or `folder/name.gz`, whichever exists."""
     for candidate in (folder / name, folder / f"{name}.gz"):
         if candidate.is_file():
             return candidate
-    raise InputError(
-        f"{folder}: neither {name} nor {name}.gz is there. Point data_dir at the folder holding your "
-        f"MIMIC-III v1.4 CSV files (as downloaded from PhysioNet)."
-    )
+    raise InputError(f"{folder}: neither {name} nor {name}.gz is there. {fix}")
 
 
 def fingerprint(paths: Sequence[Path]) -> str:

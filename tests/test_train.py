@@ -261,6 +261,8 @@ def test_bad_inputs_fail_before_training(corpus):
     assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr  # a message, not a crash
     result = run_train("--preset", "mimic3-50", cwd=corpus)
     assert "MIMIC-III needs --data_dir" in result.stderr
+    result = run_train("--preset", "mimic4-icd10", cwd=corpus)
+    assert "mimic4-icd10 needs data_dir: your MIMIC-IV folder" in result.stderr
     if not torch.ops.mkldnn._is_mkldnn_bf16_supported():  # CPUs with AVX512-BF16 or AMX can run --bf16
         result = run_train("--bf16", "--use_cpu", cwd=corpus)  # without --use_cpu transformers refuses bf16 on CPU
         assert "--bf16: this CPU has no bfloat16 arithmetic" in result.stderr and "Traceback" not in result.stderr

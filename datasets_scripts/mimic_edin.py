@@ -1,0 +1,283 @@
+"""MIMIC-IV (ICD-10 and ICD-9) and MIMIC-III clean → the splits of Edin et al. (SIGIR 2023).
+
+Your own files are read from `data_dir`; nothing of MIMIC ships with this package. The split lists
+(hadm_ids only, Apache-2.0) do, in `data/edin_splits/`.
+
+    import datasets_scripts
+    data = datasets_scripts.load("mimic4", config="mimic4-icd10", data_dir="/path/to/mimiciv/2.2",
+                                 note_dir="/path/to/mimic-iv-note/2.2")
+    data = datasets_scripts.load("mimic4", config="mimic3-clean", data_dir="/path/to/mimic-iii-1.4")
+
+`mimic4-icd10` and `mimic4-icd9` read MIMIC-IV's `hosp/diagnoses_icd`, `hosp/procedures_icd` (and
+their `d_icd_*` titles) under `data_dir`, and MIMIC-IV-Note's `note/discharge` under `note_dir`
+(default: `data_dir`); `mimic3-clean` reads MIMIC-III v1.4's NOTEEVENTS (discharge summaries),
+DIAGNOSES_ICD and PROCEDURES_ICD (and D_ICD_*). Each file as .csv or .csv.gz.
+
+Edin et al.'s recipe: the discharge notes of each admission (joined with a tab in file order);
+its codes of the config's ICD version, dotted per system (ICD-10-CM after the third character,
+"I10" without a dot; ICD-10-PCS without a dot; ICD-9 as in MIMIC-III, procedure codes with their
+leading zeros), duplicates and empty codes dropped; within the version, the diagnosis codes and the
+procedure codes that occur in at least 10 admissions with a discharge note (each counted
+separately); target = procedures + diagnoses; admissions left without codes are dropped; the split
+lists assign train/validation/test. The label set is every code kept, sorted. Split sizes are
+reported against the lists', never enforced; a split without any document stops the build.
+
+Each example: `id` (the hadm_id), `hadm_id`, `subject_id`, `text`, `labels` and `gold_codes`.
+Code terms: the `d_icd_*` long titles, and for ICD-10-CM diagnoses the ICD-10-CM tabular list's
+inclusion terms; or your own file (`code_terms`).
+"""
+
+import csv
+import gzip
+import io
+import logging
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import datasets
+
+from .coding_data import CodingData, DataCard
+from .files import InputError, find_input, fingerprint, read_code_terms, read_csv_rows
+from .mimic_iii import DISCHARGE_SUMMARY, admission_id, format_icd9_code
+
+logger = logging.getLogger(__name__)
+
+SPLITS = {"train": datasets.Split.TRAIN, "val": datasets.Split.VALIDATION, "test": datasets.Split.TEST}
+MIN_CODE_COUNT = 10
+# MIMIC-IV: (hosp/ or note/ file, its columns); MIMIC-III: the same roles, its own names
+MIMIC4_FILES = {"diagnoses": ("hosp/diagnoses_icd.csv", ("hadm_id", "icd_code", "icd_version")),
+                "procedures": ("hosp/procedures_icd.csv", ("hadm_id", "icd_code", "icd_version")),
+                "notes": ("note/discharge.csv", ("subject_id", "hadm_id", "text")),
+                "diagnosis_titles": ("hosp/d_icd_diagnoses.csv", ("icd_code", "icd_version", "long_title")),
+                "procedure_titles": ("hosp/d_icd_procedures.csv", ("icd_code", "icd_version", "long_title"))}
+MIMIC3_FILES = {"diagnoses": ("DIAGNOSES_ICD.csv", ("HADM_ID", "ICD9_CODE")),
+                "procedures": ("PROCEDURES_ICD.csv", ("HADM_ID", "ICD9_CODE")),
+                "notes": ("NOTEEVENTS.csv", ("SUBJECT_ID", "HADM_ID", "CATEGORY", "TEXT")),
+                "diagnosis_titles": ("D_ICD_DIAGNOSES.csv", ("ICD9_CODE", "LONG_TITLE")),
+                "procedure_titles": ("D_ICD_PROCEDURES.csv", ("ICD9_CODE", "LONG_TITLE"))}
+
+
+def format_code(code: str, version: int, is_diagnosis: bool) -> str:
+    code = code.replace(".", "").strip().upper()
+    if version == 9:
+        return format_icd9_code(code, is_diagnosis)
+    return f"{code[:3]}.{code[3:]}" if is_diagnosis and len(code) > 3 else code
+
+
+def split_lists(file_name: str) -> dict[int, str]:
+    """hadm_id → "train", "val" or "test", from a shipped `hadm_id,split` list."""
+    data = (resources.files("datasets_scripts") / "data" / "edin_splits" / file_name).read_bytes()
+    rows = csv.DictReader(io.TextIOWrapper(io.BytesIO(gzip.decompress(data)), encoding="utf-8"))
+    return {int(row["hadm_id"]): row["split"] for row in rows}
+
+
+@dataclass
+class MimicEdinConfig(datasets.BuilderConfig):
+    """source: "mimic4" or "mimic3"; icd_version: 9 or 10; split_file: the shipped split list;
+    input_fingerprint: set from the input files, so a changed file gets a new cache."""
+
+    source: str = "mimic4"
+    icd_version: int = 10
+    split_file: str = "mimiciv_icd10_split.csv.gz"
+    input_fingerprint: str | None = None
+
+
+class MimicEdin(datasets.GeneratorBasedBuilder):
+    BUILDER_CONFIG_CLASS = MimicEdinConfig
+    BUILDER_CONFIGS = [
+        MimicEdinConfig(name="mimic4-icd10", source="mimic4", icd_version=10, split_file="mimiciv_icd10_split.csv.gz",
+                        description="MIMIC-IV discharge notes, ICD-10-CM and ICD-10-PCS codes"),
+        MimicEdinConfig(name="mimic4-icd9", source="mimic4", icd_version=9, split_file="mimiciv_icd9_split.csv.gz",
+                        description="MIMIC-IV discharge notes, ICD-9-CM codes"),
+        MimicEdinConfig(name="mimic3-clean", source="mimic3", icd_version=9, split_file="mimiciii_clean_split.csv.gz",
+                        description="MIMIC-III discharge summaries, ICD-9-CM codes, Edin et al.'s cleaned splits"),
+    ]
+    DEFAULT_CONFIG_NAME = "mimic4-icd10"
+
+    def __init__(self, *args, data_dir: str | None = None, note_dir: str | None = None, **kwargs):
+        name = kwargs.get("config_name", self.DEFAULT_CONFIG_NAME)
+        source = next((config.source for config in self.BUILDER_CONFIGS if config.name == name), None)
+        if source is None:
+            raise InputError(f"config {name!r} is unknown; choose one of {[c.name for c in self.BUILDER_CONFIGS]}.")
+        if data_dir is None:
+            raise InputError(f"{name} needs data_dir: your {'MIMIC-IV' if source == 'mimic4' else 'MIMIC-III v1.4'} folder.")
+        files = MIMIC4_FILES if source == "mimic4" else MIMIC3_FILES
+        fix = ("Point data_dir at your MIMIC-IV folder (with hosp/) and note_dir at your MIMIC-IV-Note folder (with "
+               "note/), as downloaded from PhysioNet." if source == "mimic4" else
+               "Point data_dir at the folder holding your MIMIC-III v1.4 CSV files (as downloaded from PhysioNet).")
+        self.inputs = {}
+        for role, (relative, columns) in files.items():
+            folder = Path(note_dir or data_dir if role == "notes" else data_dir).expanduser() / Path(relative).parent
+            self.inputs[role] = (find_input(folder, Path(relative).name, fix), columns)
+        kwargs["input_fingerprint"] = fingerprint([path for path, _ in self.inputs.values()])
+        super().__init__(*args, data_dir=str(Path(data_dir).expanduser()), **kwargs)
+
+    def rows(self, role: str, progress: bool = False):
+        path, columns = self.inputs[role]
+        for line, row in read_csv_rows(path, columns, progress=progress):
+            yield path, line, row
+
+    def version_codes(self, role: str) -> dict[int, list[str]]:
+        """hadm_id → its codes of this config's ICD version in `role` ("diagnoses", "procedures"), in file order."""
+        version, is_diagnosis = self.config.icd_version, role == "diagnoses"
+        codes, empty = defaultdict(list), 0
+        for path, line, row in self.rows(role):
+            if self.config.source == "mimic4":
+                code, row_version = row["icd_code"], row["icd_version"]
+                hadm_id = admission_id(row["hadm_id"], path, line, "hadm_id")
+                if row_version not in ("9", "10"):
+                    raise InputError(f"{path}, line {line}: icd_version is {row_version!r}, expected 9 or 10.")
+                if int(row_version) != version:
+                    continue
+            else:
+                code, hadm_id = row["ICD9_CODE"], admission_id(row["HADM_ID"], path, line)
+            if not code.strip() or hadm_id is None:
+                empty += 1
+                continue
+            code = format_code(code, version, is_diagnosis)
+            if code not in codes[hadm_id]:
+                codes[hadm_id].append(code)
+        if empty:
+            logger.info("%s: %d rows without a code or an admission were dropped", self.inputs[role][0].name, empty)
+        return codes
+
+    def discharge_notes(self, hadm_ids: set[int] | None) -> tuple[set[int], dict[int, tuple[int, list[str]]]]:
+        """(every hadm_id with a discharge note, hadm_id → (subject_id, texts) for those in `hadm_ids`)."""
+        with_note, notes = set(), {}
+        for path, line, row in self.rows("notes", progress=True):
+            if self.config.source == "mimic3":
+                if row["CATEGORY"] != DISCHARGE_SUMMARY:
+                    continue
+                row = {"hadm_id": row["HADM_ID"], "subject_id": row["SUBJECT_ID"], "text": row["TEXT"]}
+            hadm_id = admission_id(row["hadm_id"], path, line, "hadm_id")
+            if hadm_id is None:
+                continue
+            with_note.add(hadm_id)
+            if hadm_ids is None or hadm_id in hadm_ids:
+                subject_id = admission_id(row["subject_id"], path, line, "subject_id")
+                notes.setdefault(hadm_id, (subject_id, []))[1].append(row["text"])
+        return with_note, notes
+
+    def _info(self):
+        return datasets.DatasetInfo(
+            description=__doc__,
+            features=datasets.Features({
+                "id": datasets.Value("string"),
+                "hadm_id": datasets.Value("int64"),
+                "subject_id": datasets.Value("int64"),
+                "text": datasets.Value("string"),
+                "labels": datasets.List(datasets.Value("string")),
+                "gold_codes": datasets.List(datasets.Value("string")),
+            }),
+            homepage="https://physionet.org/content/mimiciv/",
+            license="PhysioNet Credentialed Health Data License 1.5.0 (the data); split lists: Apache-2.0",
+        )
+
+    def _split_generators(self, dl_manager):
+        assigned = split_lists(self.config.split_file)
+        with_note, notes = self.discharge_notes(set(assigned))
+        targets = self.targets(with_note)
+        examples = {split: [] for split in SPLITS}
+        for hadm_id, split in assigned.items():
+            if hadm_id in notes and targets.get(hadm_id):
+                subject_id, texts = notes[hadm_id]
+                examples[split].append({"id": str(hadm_id), "hadm_id": hadm_id, "subject_id": subject_id,
+                                        "text": "\t".join(texts), "labels": targets[hadm_id],
+                                        "gold_codes": targets[hadm_id]})
+        self.report_sizes(examples, assigned)
+        return [datasets.SplitGenerator(name=name, gen_kwargs={"examples": examples[split]})
+                for split, name in SPLITS.items()]
+
+    def targets(self, with_note: set[int]) -> dict[int, list[str]]:
+        """hadm_id → procedure codes then diagnosis codes, each kept when it occurs in at least
+        MIN_CODE_COUNT admissions with a discharge note."""
+        by_role = {role: self.version_codes(role) for role in ("procedures", "diagnoses")}
+        kept = {}
+        for role, codes in by_role.items():
+            counts = Counter(code for hadm_id, admission in codes.items() if hadm_id in with_note for code in admission)
+            kept[role] = {code for code, count in counts.items() if count >= MIN_CODE_COUNT}
+        admissions = set(by_role["procedures"]) | set(by_role["diagnoses"])
+        return {hadm_id: [code for role in ("procedures", "diagnoses") for code in by_role[role].get(hadm_id, [])
+                          if code in kept[role]]
+                for hadm_id in admissions}
+
+    def report_sizes(self, examples, assigned):
+        listed = Counter(assigned.values())
+        for split, found in examples.items():
+            if not found:
+                raise InputError(
+                    f"{self.config.name}: none of the {listed[split]:,} admissions of the {split} split has both a "
+                    f"discharge note in {self.inputs['notes'][0]} and a code; are these the right files, whole?"
+                )
+        missing = {split: listed[split] - len(examples[split]) for split in SPLITS if listed[split] != len(examples[split])}
+        if missing:
+            logger.warning(
+                "%s: %s listed admissions have no discharge note or no kept code in your files (Edin et al.'s "
+                "lists: %s); another MIMIC version, or a subset of it.", self.config.name,
+                ", ".join(f"{count:,} {split}" for split, count in missing.items()),
+                " / ".join(f"{listed[split]:,}" for split in SPLITS))
+
+    def _generate_examples(self, examples):
+        for example in examples:
+            yield example["hadm_id"], example
+
+    def code_titles(self) -> dict[str, str]:
+        """code → long title, for this config's version, from the d_icd tables."""
+        titles = {}
+        for role, is_diagnosis in (("diagnosis_titles", True), ("procedure_titles", False)):
+            for _, _, row in self.rows(role):
+                if self.config.source == "mimic4":
+                    if row["icd_version"] != str(self.config.icd_version):
+                        continue
+                    code, title = row["icd_code"], row["long_title"]
+                else:
+                    code, title = row["ICD9_CODE"], row["LONG_TITLE"]
+                titles[format_code(code, self.config.icd_version, is_diagnosis)] = title
+        return titles
+
+
+def open_code_terms(builder: MimicEdin, codes: list[str], num_synonyms: int) -> dict[str, list[str]]:
+    """code → [long title, ICD-10-CM inclusion terms (ICD-10-CM diagnoses)…], open sources only."""
+    from .code_synonyms import open_icd10cm_synonyms
+
+    titles = builder.code_titles()
+    icd10cm = {}
+    if builder.config.icd_version == 10:  # diagnoses: dotted, or 3 characters (ICD-10-PCS codes have 7)
+        diagnoses = [code for code in codes if "." in code or len(code) == 3]
+        icd10cm = open_icd10cm_synonyms(diagnoses, min_synonyms=num_synonyms - 1)[0]
+    return {code: list(dict.fromkeys(term for term in [titles.get(code), *icd10cm.get(code, [])] if term))
+            for code in codes}
+
+
+def load(
+    config: str = "mimic4-icd10",
+    data_dir: str | None = None,
+    note_dir: str | None = None,
+    code_terms: str | None = None,
+    num_synonyms: int = 4,
+    cache_dir: str | None = None,
+) -> CodingData:
+    """Edin et al.'s splits built from your files (once, then read from the cache), with open code
+    terms (the d_icd titles, ICD-10-CM inclusion terms; `num_synonyms`: M, for the parent fill) or
+    your own `code_terms` file."""
+    builder = MimicEdin(config_name=config, data_dir=data_dir, note_dir=note_dir, cache_dir=cache_dir)
+    builder.download_and_prepare()
+    splits = builder.as_dataset()
+    codes = sorted({code for split in splits.values() for labels in split["labels"] for code in labels})
+    terms = read_code_terms(Path(code_terms)) if code_terms else open_code_terms(builder, codes, num_synonyms)
+    mimic = "MIMIC-IV" if builder.config.source == "mimic4" else "MIMIC-III"
+    return CodingData(
+        splits=splits,
+        codes=codes,
+        code_terms=terms,
+        card=DataCard(
+            name=mimic, dataset_id="physionet/mimiciv" if mimic == "MIMIC-IV" else "physionet/mimiciii",
+            license="other", description=f"{mimic} discharge notes, Edin et al.'s splits, config {config}",
+            citation="Edin, J. et al. Automated Medical Coding on MIMIC-III and MIMIC-IV: A Critical Review and "
+                     "Replicability Study. SIGIR 2023.",
+            usage_note=f"Trained on {mimic}: these weights are derived from credentialed data and fall under the "
+                       "PhysioNet Credentialed Health Data Use Agreement; share them only with credentialed users.",
+        ),
+    )
