@@ -14,7 +14,7 @@ with a `load(...) -> CodingData` function, and one entry in `DATASETS`.
 import functools
 import inspect
 
-from . import codiesp, mimic_edin, mimic_iii, own_notes
+from . import codiesp, mdace, mimic_edin, mimic_iii, own_notes
 from .coding_data import CodingData, DataCard
 from .files import InputError
 
@@ -23,6 +23,7 @@ DATASETS = {
     "mimic3": mimic_iii.load,  # your own MIMIC-III v1.4 files, CAML's splits
     "mimic4": mimic_edin.load,  # your own MIMIC-IV and MIMIC-IV-Note files, Edin et al.'s splits (ICD-10, ICD-9)
     "mimic3-clean": functools.partial(mimic_edin.load, config="mimic3-clean"),  # MIMIC-III, Edin et al.'s splits
+    "mdace": mdace.load,  # MDACE's code evidence (shipped) on your MIMIC-III notes
     "files": own_notes.load,  # your own notes as JSON lines
 }
 

@@ -5,6 +5,8 @@ AUCs come from the positives' average ranks among sorted scores (ties share thei
 in scikit-learn), so MIMIC-III full scale (3,372 × 8,929) takes seconds, not sklearn's minutes.
 """
 
+import re
+
 import numpy as np
 
 
@@ -167,3 +169,56 @@ def metric_table(metrics: dict[str, float]) -> str:
     rule = "|" + "---|" * len(present)
     values = "| " + " | ".join(f"{100 * metrics[key]:.1f}" for key, _ in present) + " |"
     return f"{header}\n{rule}\n{values}"
+
+
+# Evidence: MDACE's four measures (Cheng et al., ACL 2023), as their scorer computes them.
+EVIDENCE_TRIM = "-.,/ \n\t"  # stripped from both ends of every span; also ")" on the left and "(" on the right
+
+
+def trim_span(text: str, begin: int, end: int) -> tuple[int, int]:
+    while begin < end and (text[begin] in EVIDENCE_TRIM or text[begin] == ")"):
+        begin += 1
+    while end > begin and (text[end - 1] in EVIDENCE_TRIM or text[end - 1] == "("):
+        end -= 1
+    return begin, end
+
+
+def evidence_keys(text: str, spans) -> dict[str, set]:
+    """The keys each measure compares, for spans (begin, end, code) of `text`: exact span (offsets,
+    code), span text (lower-cased, code), exact token (its start offset, code) and token text
+    (lower-cased, code); tokens are `\\w+` runs of the span's text, without all-digit tokens above 10."""
+    keys = {"exact_span": set(), "span_text": set(), "exact_token": set(), "token_text": set()}
+    for begin, end, code in spans:
+        begin, end = trim_span(text, begin, end)
+        if begin >= end:
+            continue
+        piece = text[begin:end].lower()
+        keys["exact_span"].add((begin, end, code))
+        keys["span_text"].add((piece, code))
+        for match in re.finditer(r"\w+", piece):
+            if match.group().isdigit() and int(match.group()) > 10:
+                continue
+            keys["exact_token"].add((begin + match.start(), code))
+            keys["token_text"].add((match.group(), code))
+    return keys
+
+
+def evidence_scores(documents) -> dict[str, float]:
+    """MDACE's precision, recall and F1 of predicted against gold evidence, for each measure.
+
+    documents: (text, predicted spans, gold spans) per admission, spans as (begin, end, code). Sets are
+    compared per document and the counts summed over documents (micro); each denominator gets 1e-6.
+    """
+    counts = {measure: [0, 0, 0] for measure in ("exact_span", "span_text", "exact_token", "token_text")}
+    for text, predicted, gold in documents:
+        predicted_keys, gold_keys = evidence_keys(text, predicted), evidence_keys(text, gold)
+        for measure, (true_positives, num_predicted, num_gold) in counts.items():
+            counts[measure] = [true_positives + len(predicted_keys[measure] & gold_keys[measure]),
+                               num_predicted + len(predicted_keys[measure]), num_gold + len(gold_keys[measure])]
+    scores = {}
+    for measure, (true_positives, num_predicted, num_gold) in counts.items():
+        precision = true_positives / (num_predicted + 1e-6)
+        recall = true_positives / (num_gold + 1e-6)
+        scores |= {f"{measure}_precision": precision, f"{measure}_recall": recall,
+                   f"{measure}_f1": 2 * precision * recall / (precision + recall + 1e-6)}
+    return scores

@@ -65,6 +65,8 @@ class ICDCodingPipeline(Pipeline):
         top_k: return the `top_k` most probable codes instead of those above the threshold (top_k wins
             when both are given).
         threshold: probability above which a code is predicted (default: the checkpoint's).
+        codes: a list of codes to return for every note, in this order, with their probability and
+            evidence, whatever their probability (e.g. to check the evidence of codes a coder chose).
         num_evidence: evidence spans per code, at most (default 3).
         max_span_tokens: longest evidence span, in tokens (default 5).
         min_evidence_weight: spans with a smaller share of the code's attention are left out (default 0.01).
@@ -83,7 +85,7 @@ class ICDCodingPipeline(Pipeline):
         super().__init__(model, tokenizer=tokenizer, **kwargs)
 
     def _sanitize_parameters(
-        self, top_k=None, threshold=None, num_evidence=None, max_span_tokens=None, min_evidence_weight=None
+        self, top_k=None, threshold=None, codes=None, num_evidence=None, max_span_tokens=None, min_evidence_weight=None
     ):
         counts = (("top_k", top_k, 1), ("num_evidence", num_evidence, 0), ("max_span_tokens", max_span_tokens, 1))
         for name, value, smallest in counts:
@@ -92,8 +94,12 @@ class ICDCodingPipeline(Pipeline):
                 raise ValueError(f"{name} must be a {kind} integer, got {value!r}.")
         if threshold is not None and not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold is a probability strictly between 0 and 1, got {threshold!r}.")
+        if codes is not None:
+            unknown = [code for code in codes if code not in self.model.config.label2id]
+            if isinstance(codes, str) or unknown:
+                raise ValueError(f"codes must be a list of the model's codes; not among them: {unknown[:5] or codes!r}.")
         # Only what is given: call-time parameters update those given when the pipeline was built.
-        forward_params = {"top_k": top_k, "threshold": threshold}
+        forward_params = {"top_k": top_k, "threshold": threshold, "codes": codes}
         postprocess_params = {
             "num_evidence": num_evidence,
             "max_span_tokens": max_span_tokens,
@@ -124,7 +130,7 @@ class ICDCodingPipeline(Pipeline):
         offsets = torch.tensor(encoding["offset_mapping"][:max_tokens], dtype=torch.long).view(1, -1, 2)
         return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "offsets": offsets, "note": note}
 
-    def _forward(self, model_inputs, top_k=None, threshold=None):
+    def _forward(self, model_inputs, top_k=None, threshold=None, codes=None):
         input_ids, attention_mask = model_inputs["input_ids"], model_inputs["attention_mask"]
         num_tokens = attention_mask.sum(dim=1)  # (B,)
         msmn = self.model.msmn
@@ -134,7 +140,11 @@ class ICDCodingPipeline(Pipeline):
 
         # The predicted codes of each note, most probable first, padded with -1: (B, K)
         order = probabilities.argsort(dim=1, descending=True, stable=True)
-        if top_k is not None:
+        if codes is not None:  # the asked codes, in their order
+            order = torch.tensor([self.model.config.label2id[code] for code in codes], device=order.device)
+            order = order.expand(len(probabilities), -1)
+            num_predicted = torch.full((len(order),), len(codes), device=order.device)
+        elif top_k is not None:
             num_predicted = torch.full((len(order),), min(top_k, order.shape[1]), device=order.device)
         else:
             num_predicted = (probabilities > (threshold or self.model.config.threshold)).sum(dim=1)

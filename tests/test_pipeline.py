@@ -205,3 +205,19 @@ def test_folder_saved_without_the_pipeline_still_codes_with_the_package(tokenize
     coder = pipeline("icd-coding", model=str(tmp_path), device="cpu")  # the registered task of `import modeling_msmn`
     expected = pipeline("icd-coding", model=model, tokenizer=tokenizer, device="cpu")
     assert_same_predictions(coder(NOTES[:3], top_k=2), expected(NOTES[:3], top_k=2))
+
+
+def test_asked_codes_come_with_their_evidence(tokenizer):
+    # codes=[...]: those codes for every note, in that order, whatever their probability (a coder's choice)
+    model = make_model(tokenizer).eval()
+    coder = pipeline("icd-coding", model=model, tokenizer=tokenizer, device="cpu")
+    notes = [note for note in NOTES if note]
+    asked = [CODES[2], CODES[0]]
+    everything = coder(notes, top_k=len(CODES))
+    for predictions, ranked in zip(coder(notes, codes=asked, batch_size=2), everything):
+        assert [p["code"] for p in predictions] == asked
+        for prediction in predictions:
+            assert prediction == next(p for p in ranked if p["code"] == prediction["code"])
+    assert coder("", codes=asked) == []  # a note without words gets no codes
+    with pytest.raises(ValueError, match=r"codes must be a list of the model's codes; not among them: \['Z99.9'\]"):
+        coder(notes[0], codes=["Z99.9", CODES[0]])

@@ -1,0 +1,170 @@
+"""MDACE (Cheng et al., ACL 2023): the note spans professional coders based each code on, in 302
+MIMIC-III inpatient admissions, joined to the text of your own MIMIC-III NOTEEVENTS.
+
+The annotations ship with this package (`data/mdace/`, MIT, no note text); the notes come from
+your credentialed MIMIC-III v1.4 (`data_dir`), joined by note id (NOTEEVENTS' ROW_ID).
+
+    import datasets_scripts
+    data = datasets_scripts.load("mdace", config="mdace-icd9", data_dir="/path/to/mimic-iii-1.4")
+    data.splits["test"][0]["evidence"]   # [{"code", "code_system", "begin", "end", "note_id"}, ...]
+
+Configs: `mdace-icd9` (ICD-9-CM and ICD-9 procedure codes, as MIMIC-III is coded) and
+`mdace-icd10` (the coders' ICD-10-CM and ICD-10-PCS originals). `categories`: the note categories
+kept (default: discharge summaries, on which MDACE's published evidence results are measured).
+Splits: MDACE's evidence-task lists (181 / 60 / 61 admissions).
+
+Each example is an admission: `id` (its hadm_id), `hadm_id`, `text` (its kept notes, joined with a
+tab in NOTEEVENTS order, as `mimic3-*` join them), `labels` and `gold_codes` (the codes with
+evidence in those notes, in order of first evidence), and `evidence`: each annotated span, with
+`begin`/`end` as character offsets into `text` (`text[begin:end]` is the span) and its `note_id`.
+Every span is checked against your note's text; a span outside it, or an annotated note missing
+from your NOTEEVENTS, stops the build with the note's id (never its text). Code terms: MDACE's own
+description of each code.
+"""
+
+import gzip
+import json
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import datasets
+
+from .coding_data import CodingData, DataCard
+from .files import InputError, find_input, fingerprint, read_csv_rows
+from .mimic_iii import admission_id
+
+SPLITS = {"train": datasets.Split.TRAIN, "val": datasets.Split.VALIDATION, "test": datasets.Split.TEST}
+CITATION = ("Cheng, H., Jafari, R., Russell, A., Klopfer, R., Lu, E., Striner, B., Gormley, M. MDACE: MIMIC "
+            "Documents Annotated with Code Evidence. ACL 2023.")
+
+
+def shipped(name: str) -> bytes:
+    return (resources.files("datasets_scripts") / "data" / "mdace" / name).read_bytes()
+
+
+def read_charts(system: str) -> list[dict]:
+    """MDACE's annotated admissions ("icd9" or "icd10"), as released: {hadm_id, notes: [{note_id, category,
+    annotations: [{begin, end, code, code_system, description, type}]}]}."""
+    return [json.loads(line) for line in gzip.decompress(shipped(f"inpatient_{system}.jsonl.gz")).decode().splitlines()]
+
+
+def split_of_admissions() -> dict[int, str]:
+    return {int(line): split for split in SPLITS for line in shipped(f"MDace-ev-{split}.csv").decode().split()}
+
+
+@dataclass
+class MdaceConfig(datasets.BuilderConfig):
+    system: str = "icd9"
+    categories: tuple[str, ...] = ("Discharge summary",)
+    input_fingerprint: str | None = None
+
+
+class Mdace(datasets.GeneratorBasedBuilder):
+    BUILDER_CONFIG_CLASS = MdaceConfig
+    BUILDER_CONFIGS = [
+        MdaceConfig(name="mdace-icd9", system="icd9", description="MDACE evidence, ICD-9 codes"),
+        MdaceConfig(name="mdace-icd10", system="icd10", description="MDACE evidence, ICD-10 codes"),
+    ]
+    DEFAULT_CONFIG_NAME = "mdace-icd9"
+
+    def __init__(self, *args, data_dir: str | None = None, **kwargs):
+        if data_dir is None:
+            raise InputError("MDACE needs data_dir: your MIMIC-III v1.4 folder (its NOTEEVENTS holds the notes' text).")
+        self.notes_file = find_input(Path(data_dir).expanduser(), "NOTEEVENTS.csv")
+        if "categories" in kwargs:
+            kwargs["categories"] = tuple(kwargs["categories"])
+        kwargs["input_fingerprint"] = fingerprint([self.notes_file])
+        super().__init__(*args, data_dir=str(Path(data_dir).expanduser()), **kwargs)
+
+    def _info(self):
+        return datasets.DatasetInfo(
+            description=__doc__,
+            features=datasets.Features({
+                "id": datasets.Value("string"),
+                "hadm_id": datasets.Value("int64"),
+                "text": datasets.Value("string"),
+                "labels": datasets.List(datasets.Value("string")),
+                "gold_codes": datasets.List(datasets.Value("string")),
+                "evidence": datasets.List({
+                    "code": datasets.Value("string"), "code_system": datasets.Value("string"),
+                    "begin": datasets.Value("int32"), "end": datasets.Value("int32"),
+                    "note_id": datasets.Value("int64"),
+                }),
+            }),
+            homepage="https://github.com/3mcloud/MDACE",
+            license="MIT (the annotations); PhysioNet Credentialed Health Data License 1.5.0 (the notes)",
+            citation=CITATION,
+        )
+
+    def note_texts(self, note_ids: set[int]) -> dict[int, str]:
+        """ROW_ID → TEXT of the wanted notes, in NOTEEVENTS order."""
+        texts = {}
+        for line, row in read_csv_rows(self.notes_file, ["ROW_ID", "TEXT"], progress=True):
+            note_id = admission_id(row["ROW_ID"], self.notes_file, line, "ROW_ID")
+            if note_id in note_ids:
+                texts[note_id] = row["TEXT"]
+        missing = sorted(note_ids - set(texts))
+        if missing:
+            raise InputError(
+                f"{self.notes_file}: {len(missing)} notes that MDACE annotates are missing (ROW_ID {missing[:5]}); "
+                "MDACE needs the complete MIMIC-III v1.4 NOTEEVENTS."
+            )
+        return texts
+
+    def _split_generators(self, dl_manager):
+        charts = read_charts(self.config.system)
+        kept_notes = {chart["hadm_id"]: [note for note in chart["notes"] if note["category"] in self.config.categories]
+                      for chart in charts}
+        texts = self.note_texts({note["note_id"] for notes in kept_notes.values() for note in notes})
+        order = {note_id: position for position, note_id in enumerate(texts)}  # NOTEEVENTS order
+        examples = {split: [] for split in SPLITS}
+        assigned = split_of_admissions()
+        for hadm_id, notes in kept_notes.items():
+            example = self.admission(hadm_id, sorted(notes, key=lambda note: order[note["note_id"]]), texts)
+            if example["evidence"] and hadm_id in assigned:
+                examples[assigned[hadm_id]].append(example)
+        return [datasets.SplitGenerator(name=name, gen_kwargs={"examples": sorted(examples[split], key=lambda e: e["hadm_id"])})
+                for split, name in SPLITS.items()]
+
+    def admission(self, hadm_id: int, notes: list[dict], texts: dict[int, str]) -> dict:
+        """One example: the notes joined with a tab, each span moved to its offset in the joined text."""
+        pieces, evidence, start = [], [], 0
+        for note in notes:
+            text = texts[note["note_id"]]
+            for span in note["annotations"]:
+                if not 0 <= span["begin"] < span["end"] <= len(text):
+                    raise InputError(
+                        f"{self.notes_file}: MDACE's span [{span['begin']}, {span['end']}) of note ROW_ID {note['note_id']} "
+                        f"(admission {hadm_id}) lies outside that note's {len(text)} characters; MDACE needs the notes "
+                        "of MIMIC-III v1.4, unmodified."
+                    )
+                evidence.append({"code": span["code"], "code_system": span["code_system"], "note_id": note["note_id"],
+                                 "begin": start + span["begin"], "end": start + span["end"]})
+            pieces.append(text)
+            start += len(text) + 1  # the tab
+        codes = list(dict.fromkeys(span["code"] for span in evidence))
+        return {"id": str(hadm_id), "hadm_id": hadm_id, "text": "\t".join(pieces), "labels": codes,
+                "gold_codes": codes, "evidence": evidence}
+
+    def _generate_examples(self, examples):
+        for example in examples:
+            yield example["hadm_id"], example
+
+
+def load(config: str = "mdace-icd9", data_dir: str | None = None, categories: tuple[str, ...] = ("Discharge summary",),
+         cache_dir: str | None = None) -> CodingData:
+    """MDACE's evidence splits joined to your NOTEEVENTS (built once, then read from the cache)."""
+    builder = Mdace(config_name=config, data_dir=data_dir, categories=categories, cache_dir=cache_dir)
+    builder.download_and_prepare()
+    descriptions = {span["code"]: span["description"] for chart in read_charts(builder.config.system)
+                    for note in chart["notes"] for span in note["annotations"]}
+    splits = builder.as_dataset()
+    codes = sorted({code for split in splits.values() for labels in split["labels"] for code in labels})
+    return CodingData(
+        splits=splits, codes=codes, code_terms={code: [descriptions[code]] for code in codes},
+        card=DataCard(name="MDACE", dataset_id="physionet/mimiciii", license="other", citation=CITATION,
+                      description=f"MDACE code evidence on MIMIC-III notes ({', '.join(builder.config.categories)}), "
+                                  f"config {config}",
+                      usage_note="The notes are MIMIC-III's: PhysioNet Credentialed Health Data Use Agreement."),
+    )
