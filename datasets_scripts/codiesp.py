@@ -34,7 +34,7 @@ from pathlib import Path
 
 import datasets
 
-from .coding_data import CodingData, DataCard
+from .coding_data import CodingData, DataCard, coding_features
 from .files import InputError, fingerprint, read_code_terms
 
 CITATION = (
@@ -219,20 +219,11 @@ class Codiesp(datasets.GeneratorBasedBuilder):
     def _info(self):
         config = self.config
         self.codes = label_set(self.splits, config.task, config.top_k, config.extra_codes)
-        features = {
-            "id": datasets.Value("string"),
-            "text": datasets.Value("string"),
-            "labels": datasets.List(datasets.Value("string")),
-            "gold_codes": datasets.List(datasets.Value("string")),
-        }
-        if config.language == "es":
-            features["evidence"] = datasets.List(
-                {"code": datasets.Value("string"), "text": datasets.Value("string"),
-                 "spans": datasets.List(datasets.List(datasets.Value("int32")))}
-            )
+        evidence = datasets.List({"code": datasets.Value("string"), "text": datasets.Value("string"),
+                                  "spans": datasets.List(datasets.List(datasets.Value("int32")))})
         return datasets.DatasetInfo(
             description=__doc__,
-            features=datasets.Features(features),
+            features=coding_features(**({"evidence": evidence} if config.language == "es" else {})),
             homepage="https://doi.org/10.5281/zenodo.3837305",
             license="CC BY 4.0",
             citation=CITATION,

@@ -12,6 +12,7 @@
 import logging
 from dataclasses import dataclass, field
 
+import datasets
 from datasets import DatasetDict
 
 from .files import InputError
@@ -19,6 +20,17 @@ from .files import InputError
 logger = logging.getLogger(__name__)
 
 COLUMNS = ("id", "text", "labels", "gold_codes")
+
+
+def coding_features(**columns) -> datasets.Features:
+    """A builder's features: the common columns above, then the dataset's own `columns`."""
+    return datasets.Features({
+        "id": datasets.Value("string"),
+        "text": datasets.Value("string"),
+        "labels": datasets.List(datasets.Value("string")),
+        "gold_codes": datasets.List(datasets.Value("string")),
+        **columns,
+    })
 
 
 @dataclass

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import datasets
 
-from .coding_data import CodingData, DataCard
+from .coding_data import CodingData, DataCard, coding_features
 from .files import InputError, find_input, fingerprint, read_csv_rows
 from .mimic_iii import admission_id
 
@@ -80,18 +80,10 @@ class Mdace(datasets.GeneratorBasedBuilder):
     def _info(self):
         return datasets.DatasetInfo(
             description=__doc__,
-            features=datasets.Features({
-                "id": datasets.Value("string"),
-                "hadm_id": datasets.Value("int64"),
-                "text": datasets.Value("string"),
-                "labels": datasets.List(datasets.Value("string")),
-                "gold_codes": datasets.List(datasets.Value("string")),
-                "evidence": datasets.List({
-                    "code": datasets.Value("string"), "code_system": datasets.Value("string"),
-                    "begin": datasets.Value("int32"), "end": datasets.Value("int32"),
-                    "note_id": datasets.Value("int64"),
-                }),
-            }),
+            features=coding_features(hadm_id=datasets.Value("int64"), evidence=datasets.List({
+                "code": datasets.Value("string"), "code_system": datasets.Value("string"),
+                "begin": datasets.Value("int32"), "end": datasets.Value("int32"), "note_id": datasets.Value("int64"),
+            })),
             homepage="https://github.com/3mcloud/MDACE",
             license="MIT (the annotations); PhysioNet Credentialed Health Data License 1.5.0 (the notes)",
             citation=CITATION,

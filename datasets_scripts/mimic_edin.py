@@ -38,7 +38,7 @@ from pathlib import Path
 
 import datasets
 
-from .coding_data import CodingData, DataCard
+from .coding_data import CodingData, DataCard, coding_features
 from .files import InputError, find_input, fingerprint, read_code_terms, read_csv_rows
 from .mimic_iii import DISCHARGE_SUMMARY, admission_id, format_icd9_code
 
@@ -163,14 +163,7 @@ class MimicEdin(datasets.GeneratorBasedBuilder):
     def _info(self):
         return datasets.DatasetInfo(
             description=__doc__,
-            features=datasets.Features({
-                "id": datasets.Value("string"),
-                "hadm_id": datasets.Value("int64"),
-                "subject_id": datasets.Value("int64"),
-                "text": datasets.Value("string"),
-                "labels": datasets.List(datasets.Value("string")),
-                "gold_codes": datasets.List(datasets.Value("string")),
-            }),
+            features=coding_features(hadm_id=datasets.Value("int64"), subject_id=datasets.Value("int64")),
             homepage="https://physionet.org/content/mimiciv/",
             license="PhysioNet Credentialed Health Data License 1.5.0 (the data); split lists: Apache-2.0",
         )

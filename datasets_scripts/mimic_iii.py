@@ -31,7 +31,7 @@ from pathlib import Path
 
 import datasets
 
-from .coding_data import CodingData, DataCard
+from .coding_data import CodingData, DataCard, coding_features
 from .files import InputError, find_input, fingerprint, read_code_terms, read_csv_rows
 
 logger = logging.getLogger(__name__)
@@ -140,16 +140,7 @@ class MimicIII(datasets.GeneratorBasedBuilder):
         self.codes = self._code_list()
         return datasets.DatasetInfo(
             description=__doc__,
-            features=datasets.Features(
-                {
-                    "id": datasets.Value("string"),
-                    "hadm_id": datasets.Value("int64"),
-                    "subject_id": datasets.Value("int64"),
-                    "text": datasets.Value("string"),
-                    "labels": datasets.List(datasets.Value("string")),
-                    "gold_codes": datasets.List(datasets.Value("string")),
-                }
-            ),
+            features=coding_features(hadm_id=datasets.Value("int64"), subject_id=datasets.Value("int64")),
             homepage="https://physionet.org/content/mimiciii/1.4/",
             license="PhysioNet Credentialed Health Data License 1.5.0 (the data); CAML split lists: MIT",
         )
