@@ -60,6 +60,7 @@ class DataArguments:
     validation_file: str | None = None
     test_file: str | None = None
     code_terms: str | None = field(default=None, metadata={"help": "JSON {code: [description, synonyms…]}"})
+    mrconso: str | None = field(default=None, metadata={"help": "MIMIC-IV: your UMLS MRCONSO.RRF, for code synonyms"})
     max_train_samples: int | None = field(default=None, metadata={"help": "keep the first N train documents"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "keep the first N dev and test documents"})
     min_count: int = field(default=1, metadata={"help": "minimum count of a training-note word in the vocabulary"})
@@ -86,7 +87,7 @@ class DataArguments:
         options = {"config": self.dataset_config, "language": self.language, "data_dir": self.data_dir,
                    "note_dir": self.note_dir,
                    "train_file": self.train_file, "validation_file": self.validation_file,
-                   "test_file": self.test_file, "code_terms": self.code_terms}
+                   "test_file": self.test_file, "code_terms": self.code_terms, "mrconso": self.mrconso}
         return {name: value for name, value in options.items() if value is not None}
 
 

@@ -56,8 +56,9 @@ def keep_term(term: str) -> bool:
     return len(term.split()) >= 2 or len(term) >= 7
 
 
-def read_mrconso(path: Path) -> tuple[dict[str, str], dict[str, set[str]]]:
-    """(ICD9CM code → CUI, CUI → its English strings, raw lower-cased and cleaned), streaming."""
+def read_mrconso(path: Path, sources: Sequence[str] = ("ICD9CM",)) -> tuple[dict[str, str], dict[str, set[str]]]:
+    """(code of the `sources` vocabularies → CUI, CUI → its English strings, raw lower-cased and
+    cleaned), streaming. ICD9CM codes are dotted as MIMIC-III's, ICD10CM as ICD-10-CM's, ICD10PCS undotted."""
     if not path.is_file():
         raise InputError(f"{path}: no such file; give the MRCONSO.RRF of your UMLS Metathesaurus release.")
     code_to_cui, cui_strings = {}, {}
@@ -70,7 +71,7 @@ def read_mrconso(path: Path) -> tuple[dict[str, str], dict[str, set[str]]]:
                     "(CUI|LAT|…|CODE|STR|…). Is this an MRCONSO.RRF file, unmodified?"
                 )
             cui, language, source, code, string = fields[0], fields[1], fields[11], fields[13], fields[14]
-            if source == "ICD9CM":
+            if source in sources:
                 code_to_cui[code] = cui
             if language == "ENG":
                 cui_strings.setdefault(cui, set()).update((string.lower(), clean_term(string)))
@@ -95,8 +96,11 @@ def finish(description: str | None, synonyms: Iterable[str], seed: int, code: st
     return ([description] if description else []) + unique
 
 
-def umls_synonyms(codes: Sequence[str], descriptions: dict[str, str], mrconso: Path, seed: int = 0) -> dict[str, list[str]]:
-    code_to_cui, cui_strings = read_mrconso(mrconso)
+def umls_synonyms(
+    codes: Sequence[str], descriptions: dict[str, str], mrconso: Path, seed: int = 0, sources: Sequence[str] = ("ICD9CM",)
+) -> dict[str, list[str]]:
+    """The authors' UMLS recipe: each code's description, then the English strings of its CUI."""
+    code_to_cui, cui_strings = read_mrconso(mrconso, sources)
 
     def strings_of(code):
         cui = code_to_cui.get(code)

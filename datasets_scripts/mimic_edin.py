@@ -23,8 +23,9 @@ lists assign train/validation/test. The label set is every code kept, sorted. Sp
 reported against the lists', never enforced; a split without any document stops the build.
 
 Each example: `id` (the hadm_id), `hadm_id`, `subject_id`, `text`, `labels` and `gold_codes`.
-Code terms: the `d_icd_*` long titles, and for ICD-10-CM diagnoses the ICD-10-CM tabular list's
-inclusion terms; or your own file (`code_terms`).
+Code terms: the `d_icd_*` long titles, with UMLS synonyms when `mrconso` is given (the authors'
+recipe, over ICD9CM, or ICD10CM and ICD10PCS), else ICD-10-CM's inclusion terms for ICD-10-CM
+diagnoses; or your own file (`code_terms`).
 """
 
 import csv
@@ -231,11 +232,16 @@ class MimicEdin(datasets.GeneratorBasedBuilder):
         return titles
 
 
-def open_code_terms(builder: MimicEdin, codes: list[str], num_synonyms: int) -> dict[str, list[str]]:
-    """code → [long title, ICD-10-CM inclusion terms (ICD-10-CM diagnoses)…], open sources only."""
-    from .code_synonyms import open_icd10cm_synonyms
+def code_terms_of(builder: MimicEdin, codes: list[str], num_synonyms: int, mrconso: str | None) -> dict[str, list[str]]:
+    """code → [long title, synonyms…]: with `mrconso`, the authors' UMLS recipe over the config's
+    vocabularies (ICD9CM; ICD10CM and ICD10PCS); else open sources, ICD-10-CM's inclusion terms for
+    ICD-10-CM diagnoses."""
+    from .code_synonyms import open_icd10cm_synonyms, umls_synonyms
 
     titles = builder.code_titles()
+    if mrconso is not None:
+        sources = ("ICD9CM",) if builder.config.icd_version == 9 else ("ICD10CM", "ICD10PCS")
+        return umls_synonyms(codes, titles, Path(mrconso), sources=sources)
     icd10cm = {}
     if builder.config.icd_version == 10:  # diagnoses: dotted, or 3 characters (ICD-10-PCS codes have 7)
         diagnoses = [code for code in codes if "." in code or len(code) == 3]
@@ -249,17 +255,19 @@ def load(
     data_dir: str | None = None,
     note_dir: str | None = None,
     code_terms: str | None = None,
+    mrconso: str | None = None,
     num_synonyms: int = 4,
     cache_dir: str | None = None,
 ) -> CodingData:
-    """Edin et al.'s splits built from your files (once, then read from the cache), with open code
-    terms (the d_icd titles, ICD-10-CM inclusion terms; `num_synonyms`: M, for the parent fill) or
-    your own `code_terms` file."""
+    """Edin et al.'s splits built from your files (once, then read from the cache), with code terms:
+    your own `code_terms` file; or the d_icd titles with UMLS synonyms (`mrconso`: your MRCONSO.RRF);
+    or, without either, open terms (the titles and ICD-10-CM inclusion terms; `num_synonyms`: M, for
+    the parent fill)."""
     builder = MimicEdin(config_name=config, data_dir=data_dir, note_dir=note_dir, cache_dir=cache_dir)
     builder.download_and_prepare()
     splits = builder.as_dataset()
     codes = sorted({code for split in splits.values() for labels in split["labels"] for code in labels})
-    terms = read_code_terms(Path(code_terms)) if code_terms else open_code_terms(builder, codes, num_synonyms)
+    terms = read_code_terms(Path(code_terms)) if code_terms else code_terms_of(builder, codes, num_synonyms, mrconso)
     mimic = "MIMIC-IV" if builder.config.source == "mimic4" else "MIMIC-III"
     return CodingData(
         splits=splits,

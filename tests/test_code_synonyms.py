@@ -143,7 +143,7 @@ def test_command_line_writes_json_report_and_cache(tmp_path, mrconso, capsys, mo
     import datasets_scripts.code_synonyms as code_synonyms
     reads = []
     original = code_synonyms.read_mrconso
-    monkeypatch.setattr(code_synonyms, "read_mrconso", lambda path: reads.append(path) or original(path))
+    monkeypatch.setattr(code_synonyms, "read_mrconso", lambda path, *sources: reads.append(path) or original(path, *sources))
     arguments = ["--mimic-dir", str(tmp_path), "--setting", "50", "--mrconso", str(mrconso), "--output", str(tmp_path / "again.json")]
     main(arguments)
     assert reads == [] and json.loads((tmp_path / "again.json").read_text()) == synonyms  # from the cache

@@ -152,3 +152,23 @@ def test_bad_inputs(mimic4_dirs, tmp_path):
         load("mimic4-icd10", hosp, note, tmp_path)
     with pytest.raises(InputError, match=r"--dataset mimic4 takes no option language"):
         datasets_scripts.load("mimic4", language="en")
+
+
+def test_umls_synonyms_for_icd10_codes(mimic4_dirs, tmp_path):
+    # --mrconso: the authors' UMLS recipe over ICD10CM and ICD10PCS (MRCONSO-shaped fixture, invented CUIs)
+    def line(cui, source, code, string):
+        return f"{cui}|ENG|P|L1|PF|S1|Y|A1||||{source}|PT|{code}|{string}|0|N||\n"
+
+    mrconso = tmp_path / "MRCONSO.RRF"
+    mrconso.write_text(line("C1", "ICD10CM", "I10", "Essential (primary) hypertension")
+                       + line("C1", "MSH", "D1", "Hypertension, Essential")
+                       + line("C2", "ICD10PCS", "0DTJ4ZZ", "Resection of Appendix, Perc Endo Approach")
+                       + line("C2", "SNOMEDCT_US", "S2", "Laparoscopic appendectomy")
+                       + line("C3", "ICD9CM", "401.9", "Unspecified essential hypertension"), encoding="utf-8")
+    data = load("mimic4-icd10", *mimic4_dirs, tmp_path, mrconso=str(mrconso))
+    assert data.code_terms["I10"][0] == "Essential (primary) hypertension"  # the d_icd title first
+    assert "hypertension, essential" in data.code_terms["I10"]
+    assert "laparoscopic appendectomy" in data.code_terms["0DTJ4ZZ"]
+    # no UMLS row: its title, and (as the authors' recipe does) the title lower-cased among the synonyms
+    assert data.code_terms["E11.65"] == ["Type 2 diabetes mellitus with hyperglycemia",
+                                         "type 2 diabetes mellitus with hyperglycemia"]
