@@ -201,8 +201,11 @@ class MimicIII(datasets.GeneratorBasedBuilder):
             reasons = [f"{without_notes:,} listed admissions have no discharge summary in {notes_file.name} "
                        "(another MIMIC-III version, or a subset of it)"] if without_notes else []
             if found["codes"] != expected["codes"] and self.config.setting == "full":
-                reasons.append("CAML read procedure codes as numbers (01.51 → 15.1; caml_procedure_codes=True "
-                               "reproduces that in part)" if not self.config.caml_procedure_codes else
+                leading_zero = sum(1 for code in self.codes if len(code) > 2 and code[0] == "0" and code[2] == ".")
+                reasons.append(f"CAML read procedure codes as numbers: the {leading_zero:,} procedure codes here with a "
+                               "leading zero (01.51) are other codes in CAML's list (15.1), some merged with existing "
+                               "ones (caml_procedure_codes=True reproduces that reading)"
+                               if not self.config.caml_procedure_codes else
                                "CAML's chunk-dependent float reading of some procedure codes (93.9/93.90)")
             logger.warning("%s differs from the paper's data: %s. Likely reasons: %s.", self.config.name,
                            "; ".join(differences), "; ".join(reasons) or "a MIMIC-III version other than v1.4")

@@ -132,10 +132,12 @@ def test_split_sizes_are_reported_never_enforced(mimic_dir, tmp_path, caplog):
     assert "train 3 (the paper: 47,723)" in caplog.text and "CAML read procedure codes as numbers" in caplog.text
 
 
-def test_caml_procedure_codes_read_as_integers(mimic_dir, tmp_path):
+def test_caml_procedure_codes_read_as_integers(mimic_dir, tmp_path, caplog):
     write_csv(mimic_dir / "PROCEDURES_ICD.csv", ["ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"],
               [[1, 1, TRAIN_A, 1, "0151"], [2, 1, TRAIN_A, 2, "0066"], [3, 1, TRAIN_A, 3, "3893"]])
-    correct, codes = load_mimic_iii(str(mimic_dir), "mimic3-full", cache_dir=str(tmp_path / "correct"))
+    with caplog.at_level("WARNING"):
+        correct, codes = load_mimic_iii(str(mimic_dir), "mimic3-full", cache_dir=str(tmp_path / "correct"))
+    assert "the 2 procedure codes here with a leading zero (01.51)" in caplog.text  # 01.51 and 00.66
     caml, caml_codes = load_mimic_iii(str(mimic_dir), "mimic3-full", caml_procedure_codes=True,
                                       cache_dir=str(tmp_path / "caml"))
     train_a = {row["hadm_id"]: row["labels"] for row in correct["train"]}[TRAIN_A]
