@@ -287,3 +287,16 @@ def test_bad_inputs_fail_before_training(corpus):
     result = run_train("--train_file", "train.jsonl.gz", "--validation_file", "empty.jsonl", *base, cwd=corpus)
     assert "empty.jsonl: holds no notes" in result.stderr
     assert not (corpus / "out").exists()
+
+
+def test_command_line_wins_over_the_preset_also_with_a_default_value():
+    # codiesp-d-50 sets lr 2e-3; a command line giving 5e-4 (the arguments' default) must still win
+    data_args, training_args = train.parse_arguments(["--preset", "codiesp-d-50", "--learning_rate", "5e-4",
+                                                      "--config_overrides", "num_synonyms=8"])
+    assert training_args.learning_rate == 5e-4 and training_args.per_device_train_batch_size == 8
+    assert data_args.config_overrides == "rnn_dim=256,hidden_size=256,num_synonyms=4,num_synonyms=8"
+    data_args, training_args = train.parse_arguments(["--preset", "codiesp-d-50"])
+    assert training_args.learning_rate == 2e-3 and data_args.dataset_config == "codiesp-d-50"
+    assert train.parse_arguments([])[0].dataset_config == "codiesp-d-50"  # the default preset
+    with pytest.raises(train.InputError, match=r"unknown arguments \[.--no_such_option."):
+        train.parse_arguments(["--no_such_option", "1"])
