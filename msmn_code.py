@@ -73,29 +73,33 @@ def read_notes(paths: list[str]) -> list[dict]:
     return notes
 
 
+EVIDENCE_STYLE = """
+.code-id { font-family: ui-monospace, monospace; font-weight: bold; }
+.probability { color: #555; }
+.note-text { white-space: pre-wrap; line-height: 1.6; border-left: 3px solid #eee; padding-left: .8rem; }
+mark { background: rgba(255, 153, 0, calc(.15 + .75 * var(--intensity, 1))); color: inherit; border-radius: 3px; padding: 0 1px; }
+.none { color: #777; font-style: italic; }
+"""
 REPORT_STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; color: #1d1d1f; }
 section.note { border-top: 2px solid #888; margin-top: 2rem; }
 details.code { margin: .5rem 0; border: 1px solid #ddd; border-radius: 6px; padding: .3rem .6rem; }
 summary { cursor: pointer; }
-.code-id { font-family: ui-monospace, monospace; font-weight: bold; }
-.probability { color: #555; }
-.note-text { white-space: pre-wrap; line-height: 1.6; border-left: 3px solid #eee; padding-left: .8rem; }
-mark { background: #ffe08a; border-radius: 3px; padding: 0 1px; }
-mark[data-rank="1"] { background: #ffb347; }
-.none { color: #777; font-style: italic; }
-"""
+""" + EVIDENCE_STYLE
 
 
 def marked_text(text: str, evidence: list[dict]) -> str:
-    """The note as HTML, each evidence span in a <mark> (spans of one code never overlap)."""
+    """The note as HTML, each evidence span in a <mark> (spans of one code never overlap), as intense as
+    its share of the attention relative to the strongest span."""
     pieces, position = [], 0
     ranked = sorted(enumerate(evidence, start=1), key=lambda item: item[1]["start"])
+    strongest = max((span["weight"] for span in evidence), default=0.0) or 1.0
     for rank, span in ranked:
         pieces.append(html.escape(text[position : span["start"]]))
         title = f"evidence {rank}: {100 * span['weight']:.0f}% of the attention"
         pieces.append(
-            f'<mark data-rank="{rank}" data-start="{span["start"]}" data-end="{span["end"]}" title="{title}">'
+            f'<mark data-rank="{rank}" data-start="{span["start"]}" data-end="{span["end"]}" '
+            f'data-weight="{span["weight"]:.4f}" style="--intensity: {span["weight"] / strongest:.3f}" title="{title}">'
             f"{html.escape(text[span['start'] : span['end']])}</mark>"
         )
         position = span["end"]
@@ -123,8 +127,8 @@ def render_report(notes: list[dict], predictions: list[list[dict]], model_name: 
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>ICD coding report</title>'
         f"<style>{REPORT_STYLE}</style></head><body><h1>ICD coding report</h1>"
         f"<p>Model <code>{html.escape(model_name)}</code>, {len(notes)} notes, {html.escape(selection)}. "
-        "Open a code to see the spans of the note that its attention weighted most; the darkest is the "
-        f"strongest.</p>{''.join(sections)}</body></html>\n"
+        "Open a code to see the spans of the note that its attention weighted most, each as dark as its "
+        f"share of the attention.</p>{''.join(sections)}</body></html>\n"
     )
 
 

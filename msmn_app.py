@@ -1,0 +1,383 @@
+"""`msmn-app`: a review page for coders — paste a note, check each suggested code against its evidence,
+reject some, add others, export the result.
+
+    msmn-app msmn-codiesp-d-50                # a checkpoint folder saved by train.py, or a Hub model id
+    python app.py --model msmn-codiesp-d-50   # the same; as a Hugging Face Space, app.py reads MSMN_MODEL
+
+The page codes the note with the `icd-coding` pipeline (codes above the checkpoint's tuned threshold,
+or the top k), shows the note with the selected code's evidence marked (darker: more attention), and
+exports the reviewed codes as JSON and CSV. The code encoding is computed once at start-up. Note text
+never goes to the logs: messages give counts and offsets only.
+
+The review state, the code search and the export are plain Python, tested without a browser.
+"""
+
+import argparse
+import csv
+import dataclasses
+import hashlib
+import html
+import io
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+import torch
+from huggingface_hub import ModelCard, snapshot_download
+from huggingface_hub.errors import HFValidationError
+
+from datasets_scripts.codiesp import read_shipped_split
+from datasets_scripts.files import InputError
+from modeling_msmn import ICDCodingPipeline, split_words
+from msmn_code import EVIDENCE_STYLE, load_coder, marked_text, utf8_note
+
+MODEL_VARIABLE = "MSMN_MODEL"  # the checkpoint a Space (or `python app.py` without --model) serves
+EXAMPLE_IDS = [  # CodiEsp test reports with several of the 50 most frequent codes, under 1,200 characters
+    "S1130-01082008000500017-2",
+    "S0210-48062010000100019-1",
+    "S1130-01082009000500011-1",
+]
+EXPORT_FIELDS = ["code", "description", "probability", "accepted", "added"]
+TABLE_HEADERS = ["code", "description", "prob.", "best synonym", "review"]
+
+
+# --- the review of one note ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Review:
+    """The codes of one note as the coder reviews them.
+
+    codes: the pipeline's predictions (code, description, probability, synonym, evidence), each with
+        `accepted` (a suggestion stays accepted until rejected) and `added` (the coder added it).
+    """
+
+    note: str = ""
+    codes: list[dict] = dataclasses.field(default_factory=list)
+    selected: str | None = None
+
+    def suggest(self, predictions: list[dict]) -> None:
+        """Replaces the model's suggestions (a new threshold or top k), keeping the coder's decisions."""
+        accepted = {code["code"]: code["accepted"] for code in self.codes}
+        added = [code for code in self.codes if code["added"]]
+        suggested = [
+            {**prediction, "accepted": accepted.get(prediction["code"], True), "added": False}
+            for prediction in predictions
+            if prediction["code"] not in {code["code"] for code in added}
+        ]
+        self.codes = suggested + added
+        if self.selected not in {code["code"] for code in self.codes}:
+            self.selected = self.codes[0]["code"] if self.codes else None
+
+    def add(self, prediction: dict) -> None:
+        """Adds a code the coder chose (with its probability and evidence), or accepts it again if listed."""
+        self.selected = prediction["code"]
+        for code in self.codes:
+            if code["code"] == prediction["code"]:
+                code["accepted"] = True
+                return
+        self.codes.append({**prediction, "accepted": True, "added": True})
+
+    def decide(self, accepted: bool) -> None:
+        """Accepts or rejects the selected code."""
+        if self.selected is None:
+            raise ValueError("Select a code in the table first.")
+        self.code(self.selected)["accepted"] = accepted
+
+    def code(self, code: str) -> dict:
+        return next(entry for entry in self.codes if entry["code"] == code)
+
+    def table(self) -> list[list]:
+        status = {(True, False): "accepted", (False, False): "rejected", (True, True): "added", (False, True): "rejected"}
+        return [
+            [
+                code["code"],
+                code["description"] or "",
+                round(code["probability"], 3),
+                code["synonym"] or "",
+                status[code["accepted"], code["added"]],
+            ]
+            for code in self.codes
+        ]
+
+    def export_records(self) -> list[dict]:
+        """What the coder decided: every listed code, accepted or not, and whether it was added."""
+        return [{field: code[field] for field in EXPORT_FIELDS} for code in self.codes]
+
+
+def export_json(review: Review) -> str:
+    return json.dumps({"codes": review.export_records()}, ensure_ascii=False, indent=1) + "\n"
+
+
+def export_csv(review: Review) -> str:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=EXPORT_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(review.export_records())
+    return text.getvalue()
+
+
+# --- finding a code to add ------------------------------------------------------------------------------
+
+
+class CodeSearch:
+    """Finds the model's codes by code (prefix, dots optional) or by words of their terms (substring match)."""
+
+    def __init__(self, codes: list[str], code_terms: list[list[str]] | None, descriptions: list[str] | None):
+        self.codes = codes
+        self.descriptions = descriptions or [""] * len(codes)
+        terms = code_terms or [[description] for description in self.descriptions]
+        self.searchable_terms = [" | ".join(dict.fromkeys(term.lower() for term in code)) for code in terms]
+
+    def __call__(self, query: str, limit: int = 20) -> list[str]:
+        """Codes matching `query`: codes that start with it first, then codes with a term holding every word."""
+        bare_query = query.strip().lower().replace(".", "")
+        words = split_words(query.lower())
+        if not bare_query:
+            return []
+        by_code = [code for code in self.codes if code.lower().replace(".", "").startswith(bare_query)]
+        by_terms = [
+            code
+            for code, terms in zip(self.codes, self.searchable_terms)
+            if words and all(word in terms for word in words) and code not in by_code
+        ]
+        return (by_code + by_terms)[:limit]
+
+    def label(self, code: str) -> str:
+        return f"{code} — {self.descriptions[self.codes.index(code)]}".rstrip(" —")
+
+
+# --- coding a note --------------------------------------------------------------------------------------
+
+
+def check_note(coder: ICDCodingPipeline, note: str) -> str:
+    """'' for a note the model codes in full; a warning for a note longer than the model reads.
+
+    Raises ValueError for a note the model cannot code (empty, or without any word).
+    """
+    if not note.strip():
+        raise ValueError("The note is empty: paste a note, upload a .txt file or pick an example.")
+    encoding = coder.tokenizer(note, return_offsets_mapping=True, return_attention_mask=False)
+    num_tokens, max_tokens = len(encoding["input_ids"]), coder.model.config.max_note_tokens
+    if num_tokens == 0:
+        raise ValueError("The note has no words (only punctuation or symbols): there is nothing to code.")
+    if num_tokens > max_tokens:
+        cut_at = encoding["offset_mapping"][max_tokens][0]
+        return (
+            f"This note has {num_tokens:,} words; the model reads the first {max_tokens:,}, as in training. "
+            f"The text from character {cut_at:,} on (the last {num_tokens - max_tokens:,} words) was not coded."
+        )
+    return ""
+
+
+def suggestions(coder: ICDCodingPipeline, note: str, threshold: float, top_k: int | None) -> list[dict]:
+    if top_k:
+        return coder(note, top_k=int(top_k))
+    return coder(note, threshold=threshold)
+
+
+def evidence_html(review: Review) -> str:
+    """The note with the selected code's evidence marked, each span as dark as its share of the attention."""
+    if review.selected is None:
+        return '<p class="none">No code selected.</p>' if review.note else ""
+    code = review.code(review.selected)
+    synonym = f" · best synonym: “{html.escape(code['synonym'])}”" if code["synonym"] else ""
+    return (
+        f'<div id="evidence" data-code="{html.escape(code["code"])}"><p><span class="code-id">'
+        f'{html.escape(code["code"])}</span> {html.escape(code["description"] or "")} <span class="probability">'
+        f"{100 * code['probability']:.1f}%{synonym}</span></p>"
+        f'<div class="note-text">{marked_text(review.note, code["evidence"])}</div></div>'
+    )
+
+
+def model_card_data(folder: Path):
+    """The metadata of the checkpoint's model card (README.md), or None without one."""
+    return ModelCard.load(folder / "README.md").data if (folder / "README.md").is_file() else None
+
+
+def model_summary(coder: ICDCodingPipeline, folder: Path, card) -> str:
+    """The model panel: code count, training data and licence (from the model card), the tuned threshold."""
+    config = coder.model.config
+    datasets = ", ".join(card.datasets) if card and card.datasets else "not stated in the model card"
+    licence = card.license if card and card.license else "not stated in the model card"
+    return (
+        f"**Model** `{folder.name}` · **{len(config.id2label):,} codes** · trained on {datasets} "
+        f"(licence {licence}) · threshold **{config.threshold:.3f}** (tuned on dev) · reads the first "
+        f"{config.max_note_tokens:,} words of a note"
+    )
+
+
+def example_notes(language: str) -> list[str]:
+    """Three CodiEsp test reports (CC BY 4.0), in the model's language (English unless it is Spanish)."""
+    field = "text_es" if language == "es" else "text_en"
+    reports = {report["id"]: report[field] for report in read_shipped_split("test")}
+    return [reports[report_id] for report_id in EXAMPLE_IDS]
+
+
+def model_folder(model: str) -> Path:
+    """A local checkpoint folder, or the download of a Hub model id."""
+    if Path(model).is_dir():
+        return Path(model)
+    try:
+        return Path(snapshot_download(model))
+    except (HFValidationError, OSError) as error:  # hub errors (offline, not found) are OSErrors
+        raise InputError(
+            f"{model}: no such folder, and no Hub model of that id could be downloaded ({type(error).__name__}). "
+            "Give the folder that train.py wrote (its --output_dir) or a Hub model id."
+        ) from None
+
+
+# --- the page -------------------------------------------------------------------------------------------
+
+PAGE_STYLE = EVIDENCE_STYLE + "#evidence .note-text { max-height: 32rem; overflow-y: auto; }"
+
+
+def build_page(coder: ICDCodingPipeline, summary: str, examples: list[str]) -> gr.Blocks:
+    config = coder.model.config
+    search = CodeSearch(list(config.id2label.values()), config.code_terms, config.code_descriptions)
+    export_folder = Path(tempfile.mkdtemp(prefix="msmn-app-"))
+
+    def show(review: Review, message: str = ""):
+        """Every view of the review: the table, the evidence, the export files and a message."""
+        if review.codes:  # one folder per distinct export, so a download never serves another review's file
+            exported = export_json(review)
+            folder = export_folder / hashlib.sha256(exported.encode()).hexdigest()[:20]
+            folder.mkdir(exist_ok=True)
+            (folder / "codes.json").write_text(exported, encoding="utf-8")
+            (folder / "codes.csv").write_text(export_csv(review), encoding="utf-8")
+            json_file, csv_file = str(folder / "codes.json"), str(folder / "codes.csv")
+        else:
+            json_file = csv_file = None
+        return (
+            review,
+            review.table(),
+            evidence_html(review),
+            gr.DownloadButton(value=json_file, interactive=json_file is not None),
+            gr.DownloadButton(value=csv_file, interactive=csv_file is not None),
+            message,
+        )
+
+    def code_note(note, threshold, top_k, review):
+        try:
+            warning = check_note(coder, note)
+        except ValueError as error:
+            return show(Review(), f"**{error}**")
+        if note != review.note:  # a new note: a new review
+            review = Review(note=note)
+        review.suggest(suggestions(coder, note, threshold, top_k))
+        if not review.codes:
+            warning = (warning + " " if warning else "") + "No code above the threshold: lower it, set a top k, or add codes."
+        return show(review, warning)
+
+    def recode(note, threshold, top_k, review):
+        return code_note(note, threshold, top_k, review) if review.note else show(review)
+
+    def select(review, event: gr.SelectData):
+        review.selected = review.codes[event.index[0]]["code"]
+        return show(review)
+
+    def decide(review, accepted):
+        try:
+            review.decide(accepted)
+        except ValueError as error:
+            return show(review, f"**{error}**")
+        return show(review)
+
+    def find(query):
+        matches = search(query)
+        choices = [(search.label(code), code) for code in matches]
+        return gr.Radio(choices=choices, value=matches[0] if matches else None)
+
+    def add(code, review):
+        if not review.note:
+            return show(review, "**Code a note first, then add codes to it.**")
+        if not code:
+            return show(review, "**Search for a code by code or description, pick it, then press Add.**")
+        review.add(coder(review.note, codes=[code])[0])
+        return show(review)
+
+    def upload(file):
+        try:
+            return utf8_note(Path(file).read_bytes(), Path(file).name), ""
+        except InputError as error:
+            return gr.Textbox(), f"**{error}**"
+
+    with gr.Blocks(title="MSMN ICD coding review", analytics_enabled=False) as page:
+        review = gr.State(Review())
+        gr.Markdown(f"# ICD coding review\n{summary}", elem_id="model-summary")
+        with gr.Row():
+            with gr.Column(scale=2):
+                note = gr.Textbox(label="Note", lines=10, max_lines=20, elem_id="note")
+                with gr.Row():
+                    upload_button = gr.UploadButton("Upload .txt", file_types=[".txt"], type="filepath")
+                    code_button = gr.Button("Code", variant="primary", elem_id="code-button")
+                gr.Examples(examples=[[example] for example in examples], inputs=[note], label="CodiEsp test reports")
+            with gr.Column(scale=1):
+                threshold = gr.Slider(0.01, 0.99, value=round(config.threshold, 3), step=0.001, label="Threshold")
+                top_k = gr.Number(value=0, precision=0, minimum=0, label="Top k (0: use the threshold)", elem_id="top-k")
+                query = gr.Textbox(label="Add a code: search by code or description", elem_id="code-query")
+                found = gr.Radio(choices=[], label="Matching codes (the first 20)", elem_id="code-found")
+                add_button = gr.Button("Add", elem_id="add-button")
+        message = gr.Markdown(elem_id="message")
+        with gr.Row():
+            with gr.Column(scale=3):
+                table = gr.Dataframe(headers=TABLE_HEADERS, datatype=["str", "str", "number", "str", "str"],
+                                     column_widths=["11%", "35%", "13%", "28%", "13%"], wrap=True, interactive=False,
+                                     elem_id="codes", label="Codes (click a row to see its evidence)")
+                with gr.Row():
+                    accept_button = gr.Button("Accept selected code", elem_id="accept-button")
+                    reject_button = gr.Button("Reject selected code", elem_id="reject-button")
+                    json_button = gr.DownloadButton("Export JSON", interactive=False, elem_id="export-json")
+                    csv_button = gr.DownloadButton("Export CSV", interactive=False, elem_id="export-csv")
+            with gr.Column(scale=2):
+                evidence = gr.HTML(label="Evidence", elem_id="evidence-panel")
+
+        views = [review, table, evidence, json_button, csv_button, message]
+        code_button.click(code_note, [note, threshold, top_k, review], views)
+        threshold.change(recode, [note, threshold, top_k, review], views, trigger_mode="always_last")
+        top_k.submit(recode, [note, threshold, top_k, review], views)
+        table.select(select, [review], views)
+        accept_button.click(lambda review: decide(review, True), [review], views)
+        reject_button.click(lambda review: decide(review, False), [review], views)
+        query.input(find, [query], [found], trigger_mode="always_last")  # typing: only the latest search runs
+        query.submit(find, [query], [found])
+        add_button.click(add, [found, review], views)
+        upload_button.upload(upload, [upload_button], [note, message])
+    return page
+
+
+def parse_arguments(argv):
+    parser = argparse.ArgumentParser(prog="msmn-app", description=__doc__.split("\n\n")[0])
+    parser.add_argument("model", nargs="?", help=f"checkpoint folder or Hub model id (default: ${MODEL_VARIABLE})")
+    parser.add_argument("--model", dest="model_option", help="the same, as an option (python app.py --model ...)")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                        help="address to serve on (default 127.0.0.1; 0.0.0.0 to serve the network)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    parser.add_argument("--device", help="torch device, e.g. cuda:0 (default cpu)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_arguments(argv)
+    model = args.model_option or args.model or os.environ.get(MODEL_VARIABLE)
+    if not model:
+        sys.exit(f"msmn-app: error: give a checkpoint folder or Hub model id (msmn-app MODEL, or set {MODEL_VARIABLE}).")
+    try:
+        folder = model_folder(model)
+        coder = load_coder(str(folder), args.device)
+    except ValueError as error:  # InputError: not a folder, not an MSMN checkpoint
+        sys.exit(f"msmn-app: error: {error}")
+    with torch.no_grad():
+        coder.model.msmn.code_encoding()  # encoded once here; every click reuses it
+    card = model_card_data(folder)
+    language = (card.language[0] if isinstance(card.language, list) else card.language) if card and card.language else "en"
+    page = build_page(coder, model_summary(coder, folder, card), example_notes(language))
+
+    page.launch(server_name=args.host, server_port=args.port, ssr_mode=False, css=PAGE_STYLE)
+
+
+if __name__ == "__main__":
+    main()
