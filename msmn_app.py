@@ -238,13 +238,13 @@ PAGE_STYLE = EVIDENCE_STYLE + "#evidence .note-text { max-height: 32rem; overflo
 def build_page(coder: ICDCodingPipeline, summary: str, examples: list[str]) -> gr.Blocks:
     config = coder.model.config
     search = CodeSearch(list(config.id2label.values()), config.code_terms, config.code_descriptions)
-    export_folder = Path(tempfile.mkdtemp(prefix="msmn-app-"))
+    exports = tempfile.TemporaryDirectory(prefix="msmn-app-")  # removed when the app exits
 
     def show(review: Review, message: str = ""):
         """Every view of the review: the table, the evidence, the export files and a message."""
         if review.codes:  # one folder per distinct export, so a download never serves another review's file
             exported = export_json(review)
-            folder = export_folder / hashlib.sha256(exported.encode()).hexdigest()[:20]
+            folder = Path(exports.name) / hashlib.sha256(exported.encode()).hexdigest()[:20]
             folder.mkdir(exist_ok=True)
             (folder / "codes.json").write_text(exported, encoding="utf-8")
             (folder / "codes.csv").write_text(export_csv(review), encoding="utf-8")
@@ -305,7 +305,8 @@ def build_page(coder: ICDCodingPipeline, summary: str, examples: list[str]) -> g
         except InputError as error:
             return gr.Textbox(), f"**{error}**"
 
-    with gr.Blocks(title="MSMN ICD coding review", analytics_enabled=False) as page:
+    # Gradio's copies of the exports (a patient's codes) are deleted after an hour, and at exit.
+    with gr.Blocks(title="MSMN ICD coding review", analytics_enabled=False, delete_cache=(600, 3600)) as page:
         review = gr.State(Review())
         gr.Markdown(f"# ICD coding review\n{summary}", elem_id="model-summary")
         with gr.Row():
