@@ -37,12 +37,13 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _measure import measure  # noqa: E402
 
 from datasets_scripts.code_synonyms import icd10cm_codes, open_icd10cm_synonyms  # noqa: E402
-from datasets_scripts.codiesp import read_shipped_split  # noqa: E402
+from datasets_scripts.codiesp import background_texts, read_shipped_split  # noqa: E402
 from modeling_msmn import build_code_term_ids  # noqa: E402
 from modeling_msmn.metrics import mean_average_precision  # noqa: E402
 
 
 PRIOR_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+CENTRING_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def precision_at_k(scores: np.ndarray, gold: list[list[int]], k: int) -> float:
@@ -60,26 +61,55 @@ def score_notes(model, tokenizer, texts: list[str], batch_size: int) -> np.ndarr
     return np.concatenate(batches)
 
 
-def ranking_metrics(scores: np.ndarray, records: list[dict], codes: list[str], train_codes: set[str]) -> dict:
-    """CodiEsp's MAP over all gold codes, P@8, and MAP over the gold codes absent from train."""
+def gold_indices(records: list[dict], codes: list[str], train_codes: set[str]):
+    """(gold indices among the candidates, gold counts, the same for the gold codes absent from train)."""
     index = {code: i for i, code in enumerate(codes)}
     gold_codes = [record["diagnosis_codes"] for record in records]
-    gold = [[index[code] for code in document if code in index] for document in gold_codes]
     unseen_codes = [[code for code in document if code not in train_codes] for document in gold_codes]
+    gold = [[index[code] for code in document if code in index] for document in gold_codes]
     unseen = [[index[code] for code in document if code in index] for document in unseen_codes]
-    unseen_totals = [len(document) for document in unseen_codes]
+    return gold, [len(document) for document in gold_codes], unseen, [len(document) for document in unseen_codes]
+
+
+def ranking_metrics(scores: np.ndarray, records: list[dict], codes: list[str], train_codes: set[str]) -> dict:
+    """CodiEsp's MAP over all gold codes, P@8, and MAP over the gold codes absent from train."""
+    gold, totals, unseen, unseen_totals = gold_indices(records, codes, train_codes)
     return {
-        "map": mean_average_precision(scores, gold, [len(document) for document in gold_codes]),
+        "map": mean_average_precision(scores, gold, totals),
         "precision_at_8": precision_at_k(scores, gold, 8),
         "map_unseen_codes": mean_average_precision(scores, unseen, unseen_totals),
-        "gold_assignments_among_candidates": f"{sum(map(len, gold))} of {sum(map(len, gold_codes))}",
+        "gold_assignments_among_candidates": f"{sum(map(len, gold))} of {sum(totals)}",
         "unseen_assignments_among_candidates": f"{sum(map(len, unseen))} of {sum(unseen_totals)}",
     }
 
 
-def rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, batch_size) -> dict:
-    """Scores dev and test against `codes`; MSMN's ranking, and with a train-frequency prior
-    β·log(1 + train count) added to the logits, β chosen on dev MAP."""
+def random_ranking_metrics(records: list[dict], codes: list[str], train_codes: set[str], draws: int = 1000) -> dict:
+    """The expected metrics of random scores: each note's gold codes at uniformly random distinct ranks.
+
+    One draw of random scores is a poor baseline for MAP over a few codes: one lucky rank 1 among
+    150 notes adds 0.7 points."""
+    rng = np.random.default_rng(0)
+    gold, totals, unseen, unseen_totals = gold_indices(records, codes, train_codes)
+
+    def mean_ap(documents, document_totals):
+        average_precisions = []
+        for document, total in zip(documents, document_totals):
+            if total:
+                ranks = np.sort(rng.integers(1, len(codes) + 1, size=(draws, len(document))), axis=1)
+                while (repeated := (np.diff(ranks, axis=1) == 0).any(axis=1)).any():  # distinct ranks
+                    ranks[repeated] = np.sort(rng.integers(1, len(codes) + 1, size=(repeated.sum(), len(document))), axis=1)
+                average_precisions.append(np.mean((np.arange(1, len(document) + 1) / ranks).sum(axis=1)) / total)
+        return float(np.mean(average_precisions))
+
+    hits_at_8 = [len(document) * min(8, len(codes)) / len(codes) / 8 for document in gold]  # expected P@8
+    return {"map": mean_ap(gold, totals), "precision_at_8": float(np.mean(hits_at_8)),
+            "map_unseen_codes": mean_ap(unseen, unseen_totals)}
+
+
+def rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, reference_texts, batch_size) -> dict:
+    """Scores dev and test against `codes`: MSMN's ranking; with a train-frequency prior
+    β·log(1 + train count) added to the logits, β chosen on dev MAP; with each code's logit centred
+    (λ·its mean over `reference_texts` subtracted), λ chosen on dev's MAP over codes absent from train."""
     term_ids, terms = build_code_term_ids(tokenizer, codes, code_terms, model.config.num_synonyms, model.config.term_length)
     term_tokens = [token for row in term_ids for token in row if token != tokenizer.pad_token_id]
     model.set_codes(codes, term_ids, terms, [code_terms[code][0] for code in codes])
@@ -90,22 +120,30 @@ def rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, b
         test["scores"] = score_notes(model, tokenizer, [record["text_en"] for record in splits["test"]], batch_size)
 
     timing = measure(score_test)
+    code_means = score_notes(model, tokenizer, reference_texts, batch_size).mean(axis=0)
     train_codes = set(train_counts)
     prior = np.log1p(np.array([train_counts.get(code, 0) for code in codes], dtype=np.float32))
     dev_map = {weight: ranking_metrics(dev_scores + weight * prior, splits["dev"], codes, train_codes)["map"]
                for weight in PRIOR_WEIGHTS}
     best_weight = max(PRIOR_WEIGHTS, key=lambda weight: (dev_map[weight], -weight))
-    random_scores = np.random.default_rng(0).random(test["scores"].shape)
+    dev_unseen_map = {
+        weight: ranking_metrics(dev_scores - weight * code_means, splits["dev"], codes, train_codes)["map_unseen_codes"]
+        for weight in CENTRING_WEIGHTS
+    }
+    best_centring = max(CENTRING_WEIGHTS, key=lambda weight: (dev_unseen_map[weight], -weight))
     return {
         "candidates": len(codes),
         "term_tokens_unknown_to_the_vocabulary": round(term_tokens.count(tokenizer.unk_token_id) / len(term_tokens), 4),
         "test_seconds_per_note": round(timing["seconds"] / len(splits["test"]), 3),
         "test_peak_mib_added": round(timing["peak_mib"]),
         "dev_map_by_prior_weight": {weight: round(value, 4) for weight, value in dev_map.items()},
+        "dev_unseen_map_by_centring_weight": {weight: round(value, 4) for weight, value in dev_unseen_map.items()},
         "msmn": ranking_metrics(test["scores"], splits["test"], codes, train_codes),
         f"msmn_with_prior_{best_weight}": ranking_metrics(test["scores"] + best_weight * prior, splits["test"], codes,
                                                          train_codes),
-        "random_scores": ranking_metrics(random_scores, splits["test"], codes, train_codes),
+        f"msmn_centred_{best_centring}": ranking_metrics(test["scores"] - best_centring * code_means, splits["test"],
+                                                        codes, train_codes),
+        "random_scores_expected": random_ranking_metrics(splits["test"], codes, train_codes),
     }
 
 
@@ -114,6 +152,7 @@ def main():
     parser.add_argument("--checkpoint", default="msmn-codiesp-d")
     parser.add_argument("--candidates", nargs="+", default=["icd10cm", "train+dev"], choices=["icd10cm", "train+dev"])
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--reference-notes", type=int, default=200, help="background texts whose mean centres each code")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32; load: "
           f"{subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
@@ -128,7 +167,8 @@ def main():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             code_terms = open_icd10cm_synonyms(codes, min_synonyms=model.config.num_synonyms - 1)[0]
-        results = rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, args.batch_size)
+        results = rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts,
+                                  background_texts()[: args.reference_notes], args.batch_size)
         print(f"candidates {name}: " + json.dumps(results, indent=1))
         sys.stdout.flush()
     print(f"load after: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
