@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import SequentialSampler
 from transformers import DataCollatorWithPadding, HfArgumentParser, Trainer, TrainingArguments, set_seed
 from transformers.training_args import ParallelMode
 
@@ -211,6 +212,12 @@ class RDropTrainer(Trainer):
         bce = (F.binary_cross_entropy_with_logits(first, labels) + F.binary_cross_entropy_with_logits(second, labels)) / 2
         loss = bce + alpha * rdrop_kl(first, second, kl_form)
         return (loss, {"logits": first}) if return_outputs else loss
+
+    def _get_eval_sampler(self, eval_dataset):
+        """Evaluation in dataset order, which `test_report` relies on to pair each prediction with its
+        note's gold codes. (transformers 5 groups evaluation batches by length too when
+        `train_sampling_strategy="group_by_length"`, returning predictions out of order.)"""
+        return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None  # None: sharded in order
 
 
 def rdrop_kl(first: torch.Tensor, second: torch.Tensor, form: str) -> torch.Tensor:
