@@ -127,27 +127,33 @@ class CodeSearch:
     """Finds the model's codes by code (prefix, dots optional) or by words of their terms (substring match)."""
 
     def __init__(self, codes: list[str], code_terms: list[list[str]] | None, descriptions: list[str] | None):
+        descriptions = descriptions or [""] * len(codes)
+        terms = code_terms or [[description] for description in descriptions]
         self.codes = codes
-        self.descriptions = descriptions or [""] * len(codes)
-        terms = code_terms or [[description] for description in self.descriptions]
+        self.descriptions = dict(zip(codes, descriptions))
+        # computed once, not per keystroke: a full code set has about 100,000 codes
+        self.bare_codes = [code.lower().replace(".", "") for code in codes]
         self.searchable_terms = [" | ".join(dict.fromkeys(term.lower() for term in code)) for code in terms]
+        split_words("")  # builds the word splitter here (seconds), not at the first search
 
     def __call__(self, query: str, limit: int = 20) -> list[str]:
         """Codes matching `query`: codes that start with it first, then codes with a term holding every word."""
         bare_query = query.strip().lower().replace(".", "")
-        words = split_words(query.lower())
         if not bare_query:
             return []
-        by_code = [code for code in self.codes if code.lower().replace(".", "").startswith(bare_query)]
+        by_code = [code for code, bare in zip(self.codes, self.bare_codes) if bare.startswith(bare_query)]
+        if len(by_code) >= limit:
+            return by_code[:limit]
+        listed, words = set(by_code), split_words(query.lower())
         by_terms = [
             code
             for code, terms in zip(self.codes, self.searchable_terms)
-            if words and all(word in terms for word in words) and code not in by_code
+            if words and code not in listed and all(word in terms for word in words)
         ]
         return (by_code + by_terms)[:limit]
 
     def label(self, code: str) -> str:
-        return f"{code} — {self.descriptions[self.codes.index(code)]}".rstrip(" —")
+        return f"{code} — {self.descriptions[code]}".rstrip(" —")
 
 
 # --- coding a note --------------------------------------------------------------------------------------
