@@ -271,13 +271,13 @@ def parse_arguments(argv: list[str]) -> tuple[DataArguments, MSMNTrainingArgumen
 
         given = yaml.safe_load(Path(argv[0]).read_text(encoding="utf-8")) or {}
     else:
-        for action in parser._actions:  # only the arguments given appear, also those equal to a default
+        given_parser = HfArgumentParser((DataArguments, MSMNTrainingArguments))
+        for action in given_parser._actions:  # only the arguments given appear, also those equal to a default
             action.default = argparse.SUPPRESS
-        namespace, unknown = parser.parse_known_args(argv)
+        namespace, unknown = given_parser.parse_known_args(argv)
         if unknown:
             raise InputError(f"unknown arguments {unknown}; python train.py --help lists them.")
         given = vars(namespace)
-        parser = HfArgumentParser((DataArguments, MSMNTrainingArguments))
     preset = given.get("preset")
     if preset is None and not {"dataset", "train_file", "data_dir"} & set(given):
         preset = DEFAULT_PRESET

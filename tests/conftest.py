@@ -1,6 +1,7 @@
 """Shared fixtures: offline Hugging Face settings and a small MSMN model with real code terms."""
 
 import os
+import shutil
 import tempfile
 
 # Tests never touch the network; the HF cache lives in a temporary folder.
@@ -27,6 +28,11 @@ CODE_TERMS = {
     "R50.9": ["Fever, unspecified", "pyrexia", "febrile"],
 }
 CODES = sorted(CODE_TERMS)
+
+
+def chromium_path() -> str | None:
+    """The system's Chromium, which the browser tests drive (Debian: apt-get install chromium)."""
+    return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def make_model(tokenizer, num_synonyms=4, hidden_size=16, rnn_dim=12, num_lstm_layers=1, seed=0, **config):

@@ -8,7 +8,6 @@ import csv
 import io
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import make_model
+from conftest import chromium_path, make_model
 from synthetic_corpus import SIGNALS, run
 
 import msmn_app
@@ -137,10 +136,6 @@ def test_start_up_refuses_a_folder_that_is_not_an_msmn_checkpoint(tmp_path):
 
 
 # --- the page in a browser -----------------------------------------------------------------------------
-
-
-def chromium_path() -> str | None:
-    return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def free_port() -> int:

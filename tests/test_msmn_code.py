@@ -1,13 +1,13 @@
 """msmn-code: files and stdin in, JSON lines out, clear errors, and an HTML report checked in Chromium."""
 
 import json
-import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+from conftest import chromium_path
 from synthetic_corpus import run, synthetic_notes
 from test_pipeline import UNUSUAL_NOTE, assert_same_predictions
 from transformers import pipeline
@@ -116,7 +116,7 @@ class MarkedSpans(HTMLParser):
 
 
 def test_html_report_shows_the_evidence_in_chromium(synthetic_checkpoint, notes_folder):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    chromium = chromium_path()
     if chromium is None:
         pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium; .ci/run installs it)")
     checkpoint, _ = synthetic_checkpoint
