@@ -348,7 +348,7 @@ class MSMNModel(MSMNPreTrainedModel):
 
     def encode_terms(self, term_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Each code term's encoder states, max-pooled over positions: (C·M, d), code-major; or those of
-        `term_ids`, rows of `code_term_ids` (e.g. the terms of some codes), pooled exactly as within all.
+        `term_ids` (e.g. the terms of some codes, or of codes outside the set), pooled as within the set.
 
         Reference mode pools over padding positions too, up to the length of the longest term (the
         width of the reference's `pad_packed_sequence` output, not all `term_length` positions);
@@ -389,13 +389,25 @@ class MSMNModel(MSMNPreTrainedModel):
         term_vectors = torch.cat(pooled_buckets)[torch.argsort(torch.cat(bucket_rows))]  # back to row order
         return term_vectors if distinct_row is None else term_vectors[distinct_row]
 
-    def encode_codes(self, code_indices: torch.Tensor | None = None) -> MSMNCodeEncoding:
+    def encode_codes(
+        self, code_indices: torch.Tensor | None = None, extra_code_term_ids: torch.Tensor | None = None
+    ) -> MSMNCodeEncoding:
         """Synonym vectors, attention queries and code vectors from the code terms (the paper's encoding of code synonyms), of every
-        code or of the codes at `code_indices` (c,)."""
+        code or of the codes at `code_indices` (c,); then those of the codes whose term ids are
+        `extra_code_term_ids` (e·M, term_length), code-major like `code_term_ids` (codes outside the
+        code set, e.g. a training step's negatives drawn from all ICD-10-CM)."""
         num_synonyms = self.config.num_synonyms
         term_ids = None
         if code_indices is not None:  # the M rows of each chosen code
             term_ids = self.code_term_ids.view(self.config.num_labels, num_synonyms, -1)[code_indices].flatten(0, 1)
+        if extra_code_term_ids is not None:
+            if extra_code_term_ids.dim() != 2 or extra_code_term_ids.shape[0] % num_synonyms or (
+                    extra_code_term_ids.shape[1] != self.code_term_ids.shape[1]):
+                raise ValueError(
+                    f"extra_code_term_ids has shape {tuple(extra_code_term_ids.shape)}: expected (codes × "
+                    f"{num_synonyms} terms, {self.code_term_ids.shape[1]} tokens), as build_code_term_ids makes them."
+                )
+            term_ids = torch.cat([self.code_term_ids if term_ids is None else term_ids, extra_code_term_ids])
         synonym_vectors = self.encode_terms(term_ids).view(-1, num_synonyms, self.config.hidden_size)
         return MSMNCodeEncoding(
             synonym_vectors=synonym_vectors,
@@ -444,12 +456,15 @@ class MSMNModel(MSMNPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         code_encoding: MSMNCodeEncoding | None = None,
         code_indices: torch.Tensor | None = None,
+        extra_code_term_ids: torch.Tensor | None = None,
     ) -> MSMNModelOutput:
         r"""
         input_ids: (B, N) right-padded token ids of the notes.
         attention_mask: (B, N) 1 on real tokens; by default, where input_ids is not the PAD id.
         code_encoding: a precomputed `encode_codes()` to reuse (e.g. across the two R-Drop passes).
         code_indices: (c,) represent only these codes (e.g. a training step's sampled codes), in this order.
+        extra_code_term_ids: (e·M, term_length) then represent e codes outside the code set from these
+            term ids (see `encode_codes`).
         """
         if input_ids.dim() != 2 or input_ids.shape[0] == 0:
             raise ValueError(f"MSMN expects input_ids of shape (batch ≥ 1, tokens), got {tuple(input_ids.shape)}.")
@@ -467,8 +482,10 @@ class MSMNModel(MSMNPreTrainedModel):
             raise ValueError(
                 f"attention_mask has shape {tuple(attention_mask.shape)}, input_ids {tuple(input_ids.shape)}."
             )
-        if code_encoding is None:
-            code_encoding = self.code_encoding() if code_indices is None else self.encode_codes(code_indices)
+        if code_encoding is None and code_indices is None and extra_code_term_ids is None:
+            code_encoding = self.code_encoding()
+        elif code_encoding is None:
+            code_encoding = self.encode_codes(code_indices, extra_code_term_ids)
         note_states = self.encoder(input_ids, sequence_lengths(attention_mask))
         code_representations = self.attention(note_states, attention_mask, code_encoding.synonym_queries)
         return MSMNModelOutput(
@@ -533,14 +550,23 @@ class MSMNForSequenceClassification(MSMNPreTrainedModel):
         labels: torch.Tensor | None = None,
         code_encoding: MSMNCodeEncoding | None = None,
         code_indices: torch.Tensor | None = None,
+        extra_code_term_ids: torch.Tensor | None = None,
     ) -> SequenceClassifierOutput:
         r"""
         labels: (B, C) multi-hot code labels in label order (with `code_indices`: (B, c), in their
-            order); gives the mean BCE-with-logits loss.
+            order; with `extra_code_term_ids`, then one column per extra code); gives the mean
+            BCE-with-logits loss.
         code_indices: (c,) score only these codes: logits (B, c) equal to those columns of all codes' logits.
+        extra_code_term_ids: (e·M, term_length) then score e codes outside the code set from their term ids:
+            e more logits per note, as if `set_codes` had added these codes (not with score_function="linear").
         """
+        if extra_code_term_ids is not None and self.config.score_function == "linear":
+            raise ValueError(
+                "extra_code_term_ids: score_function='linear' has trained weights per code, so it cannot score "
+                "codes outside its code set."
+            )
         outputs = self.msmn(input_ids, attention_mask=attention_mask, code_encoding=code_encoding,
-                            code_indices=code_indices)
+                            code_indices=code_indices, extra_code_term_ids=extra_code_term_ids)
         logits = self.score(outputs.code_representations, outputs.code_vectors, code_indices)
         loss = None
         if labels is not None:

@@ -111,6 +111,54 @@ def test_some_codes_score_as_within_all_codes(tokenizer, shape, score_function):
         torch.testing.assert_close(some_gradients[name], gradient, rtol=1e-12, atol=1e-14, msg=name)
 
 
+@pytest.mark.parametrize("score_function", ["reference", "dot"])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_extra_codes_score_as_if_added_to_the_code_set(tokenizer, shape, score_function):
+    """`extra_code_term_ids` (a training step's negatives from outside the label set) gives the logits
+    and gradients that the same codes get once `set_codes` adds them, after the sampled codes."""
+    rnn_dim, hidden_size, num_lstm_layers, masked = SHAPES[shape]
+    model = make_model(tokenizer, num_synonyms=4, rnn_dim=rnn_dim, hidden_size=hidden_size, num_lstm_layers=num_lstm_layers,
+                       mask_synonym_padding=masked, score_function=score_function, embedding_dropout=0.0,
+                       lstm_dropout=0.0, representation_dropout=0.0)
+    term_ids = term_ids_of_every_length(tokenizer, num_synonyms=4)
+    rows = lambda code: term_ids[code * 4:(code + 1) * 4]  # noqa: E731
+    # the code set's longest term (code 0's) is neither sampled nor extra: the extra code is pooled to its width
+    labelled, extra = [0, 1, 3], 2
+    model.double().train()
+    inputs = tokenizer(NOTES, padding=True, return_tensors="pt")
+    labels = torch.zeros(len(NOTES), 2, dtype=torch.float64)
+    labels[0, 0] = labels[2, 1] = 1
+    results = []
+    for as_extra in (True, False):
+        model.zero_grad()
+        if as_extra:
+            model.set_codes([CODES[code] for code in labelled], [row for code in labelled for row in rows(code)])
+            logits = model(**inputs, code_indices=torch.tensor([1]), extra_code_term_ids=torch.tensor(rows(extra))).logits
+        else:
+            model.set_codes(CODES, term_ids)
+            logits = model(**inputs).logits[:, [1, extra]]
+        torch.nn.functional.binary_cross_entropy_with_logits(logits, labels).backward()
+        results.append((logits.detach(), {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}))
+    (extra_logits, extra_gradients), (added_logits, added_gradients) = results
+    assert extra_logits.shape == (len(NOTES), 2)
+    torch.testing.assert_close(extra_logits, added_logits, rtol=1e-13, atol=1e-14)
+    assert extra_gradients.keys() == added_gradients.keys()
+    for name, gradient in added_gradients.items():
+        torch.testing.assert_close(extra_gradients[name], gradient, rtol=1e-12, atol=1e-14, msg=name)
+
+
+def test_extra_codes_need_term_ids_of_the_model_shape_and_a_code_independent_score(tokenizer):
+    inputs = tokenizer(NOTES, padding=True, return_tensors="pt")
+    model = make_model(tokenizer, num_synonyms=4)
+    width = model.msmn.code_term_ids.shape[1]
+    for shape in ((6, width), (8, width + 1), (8,)):
+        with pytest.raises(ValueError, match=r"extra_code_term_ids has shape .*: expected \(codes × 4 terms"):
+            model(**inputs, extra_code_term_ids=torch.ones(shape, dtype=torch.long))
+    linear = make_model(tokenizer, num_synonyms=4, score_function="linear")
+    with pytest.raises(ValueError, match="score_function='linear' has trained weights per code"):
+        linear(**inputs, extra_code_term_ids=torch.ones(8, width, dtype=torch.long))
+
+
 def test_evaluation_encodes_each_distinct_term_once(tokenizer, monkeypatch):
     model = make_model(tokenizer, num_synonyms=4).double()
     model.set_codes(CODES, term_ids_of_every_length(tokenizer, num_synonyms=4))
