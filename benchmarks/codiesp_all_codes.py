@@ -109,7 +109,9 @@ def random_ranking_metrics(records: list[dict], codes: list[str], train_codes: s
 def rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, reference_texts, batch_size) -> dict:
     """Scores dev and test against `codes`: MSMN's ranking; with a train-frequency prior
     β·log(1 + train count) added to the logits, β chosen on dev MAP; with each code's logit centred
-    (λ·its mean over `reference_texts` subtracted), λ chosen on dev's MAP over codes absent from train."""
+    (λ·its mean over `reference_texts` subtracted), λ chosen on dev's MAP over codes absent from train;
+    standardised by its mean and standard deviation over `reference_texts`, alone and with the prior
+    (β chosen on dev MAP)."""
     term_ids, terms = build_code_term_ids(tokenizer, codes, code_terms, model.config.num_synonyms, model.config.term_length)
     term_tokens = [token for row in term_ids for token in row if token != tokenizer.pad_token_id]
     model.set_codes(codes, term_ids, terms, [code_terms[code][0] for code in codes])
@@ -120,7 +122,8 @@ def rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, r
         test["scores"] = score_notes(model, tokenizer, [record["text_en"] for record in splits["test"]], batch_size)
 
     timing = measure(score_test)
-    code_means = score_notes(model, tokenizer, reference_texts, batch_size).mean(axis=0)
+    reference_scores = score_notes(model, tokenizer, reference_texts, batch_size)  # (notes, codes)
+    code_means, code_deviations = reference_scores.mean(axis=0), reference_scores.std(axis=0) + 1e-6
     train_codes = set(train_counts)
     prior = np.log1p(np.array([train_counts.get(code, 0) for code in codes], dtype=np.float32))
     dev_gold, dev_totals, dev_unseen, dev_unseen_totals = gold_indices(splits["dev"], codes, train_codes)
@@ -129,6 +132,13 @@ def rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, r
     dev_unseen_map = {weight: mean_average_precision(dev_scores - weight * code_means, dev_unseen, dev_unseen_totals)
                       for weight in CENTRING_WEIGHTS}
     best_centring = max(CENTRING_WEIGHTS, key=lambda weight: (dev_unseen_map[weight], -weight))
+
+    def standardised(scores):
+        return (scores - code_means) / code_deviations
+
+    dev_standardised_map = {weight: mean_average_precision(standardised(dev_scores) + weight * prior, dev_gold, dev_totals)
+                            for weight in PRIOR_WEIGHTS}
+    best_standardised_weight = max(PRIOR_WEIGHTS, key=lambda weight: (dev_standardised_map[weight], -weight))
     return {
         "candidates": len(codes),
         "term_tokens_unknown_to_the_vocabulary": round(term_tokens.count(tokenizer.unk_token_id) / len(term_tokens), 4),
@@ -136,11 +146,15 @@ def rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, r
         "test_peak_mib_added": round(timing["peak_mib"]),
         "dev_map_by_prior_weight": {weight: round(value, 4) for weight, value in dev_map.items()},
         "dev_unseen_map_by_centring_weight": {weight: round(value, 4) for weight, value in dev_unseen_map.items()},
+        "dev_map_standardised_by_prior_weight": {weight: round(value, 4) for weight, value in dev_standardised_map.items()},
         "msmn": ranking_metrics(test["scores"], splits["test"], codes, train_codes),
         f"msmn_with_prior_{best_weight}": ranking_metrics(test["scores"] + best_weight * prior, splits["test"], codes,
                                                          train_codes),
         f"msmn_centred_{best_centring}": ranking_metrics(test["scores"] - best_centring * code_means, splits["test"],
                                                         codes, train_codes),
+        "msmn_standardised": ranking_metrics(standardised(test["scores"]), splits["test"], codes, train_codes),
+        f"msmn_standardised_with_prior_{best_standardised_weight}": ranking_metrics(
+            standardised(test["scores"]) + best_standardised_weight * prior, splits["test"], codes, train_codes),
         "random_scores_expected": random_ranking_metrics(splits["test"], codes, train_codes),
     }
 
@@ -150,7 +164,7 @@ def main():
     parser.add_argument("--checkpoint", default="msmn-codiesp-d")
     parser.add_argument("--candidates", nargs="+", default=["icd10cm", "train+dev"], choices=["icd10cm", "train+dev"])
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--reference-notes", type=int, default=200, help="background texts whose mean centres each code")
+    parser.add_argument("--reference-notes", type=int, default=200, help="background texts whose scores centre and standardise each code")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32; load: "
           f"{subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
