@@ -120,12 +120,19 @@ class MSMNTrainingArguments(TrainingArguments):
         metadata={"help": "per training step, score the batch's gold codes and this many other codes drawn at "
                           "random, not every code (0: every code, as in the paper); evaluation scores every code"},
     )
+    extra_negative_codes: int = field(
+        default=0,
+        metadata={"help": "per training step, also score this many codes of --candidate_codes outside the label set, "
+                          "drawn at random, as negatives of every note (their terms only: not with score_function=linear)"},
+    )
 
     def __post_init__(self):
         if self.rdrop_kl not in ("reference", "bernoulli"):
             raise InputError(f"--rdrop_kl {self.rdrop_kl!r}: choose 'reference' or 'bernoulli'.")
         if self.sampled_negative_codes < 0:
             raise InputError(f"--sampled_negative_codes {self.sampled_negative_codes}: give 0 (every code) or more.")
+        if self.extra_negative_codes < 0:
+            raise InputError(f"--extra_negative_codes {self.extra_negative_codes}: give 0 (none) or more.")
         super().__post_init__()
 
 
@@ -196,19 +203,30 @@ class RDropTrainer(Trainer):
     """BCE averaged over two dropout passes plus α·symmetric KL (the paper's training loss), in one
     forward pass over the doubled batch, so the synonym vectors are computed once per step for both
     passes. With `sampled_negative_codes`, each training step scores the batch's gold codes and that
-    many random others: its cost no longer grows with the size of the code set."""
+    many random others: its cost no longer grows with the size of the code set. With
+    `extra_negative_codes`, each step also scores that many codes drawn from
+    `extra_negative_term_ids` ((E, M, term_length): codes outside the label set), negative for every note."""
+
+    def __init__(self, *args, extra_negative_term_ids: torch.Tensor | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.extra_negative_term_ids = extra_negative_term_ids
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         alpha, kl_form = self.args.rdrop_alpha, self.args.rdrop_kl
         if model.training and self.args.sampled_negative_codes > 0:
             inputs["code_indices"] = sampled_codes(inputs["labels"], self.args.sampled_negative_codes)
             inputs["labels"] = inputs["labels"][:, inputs["code_indices"]]
+        if model.training and self.args.extra_negative_codes > 0:
+            drawn = torch.randperm(len(self.extra_negative_term_ids))[: self.args.extra_negative_codes]
+            inputs["extra_code_term_ids"] = self.extra_negative_term_ids[drawn].flatten(0, 1).to(inputs["labels"].device)
+            negatives = inputs["labels"].new_zeros(len(inputs["labels"]), len(drawn))
+            inputs["labels"] = torch.cat([inputs["labels"], negatives], dim=1)
         if not model.training or alpha == 0:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs.pop("labels")
-        code_indices = inputs.pop("code_indices", None)
+        codes = {name: inputs.pop(name) for name in ("code_indices", "extra_code_term_ids") if name in inputs}
         doubled = {name: torch.cat([value, value]) for name, value in inputs.items()}
-        first, second = model(**doubled, code_indices=code_indices).logits.chunk(2)
+        first, second = model(**doubled, **codes).logits.chunk(2)
         bce = (F.binary_cross_entropy_with_logits(first, labels) + F.binary_cross_entropy_with_logits(second, labels)) / 2
         loss = bce + alpha * rdrop_kl(first, second, kl_form)
         return (loss, {"logits": first}) if return_outputs else loss
@@ -332,9 +350,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         logger.warning("%s cannot tell models apart with %d codes: selecting the best epoch by micro_auc", selection, len(data.codes))
         training_args.metric_for_best_model = "micro_auc"
 
-    term_words = [word for code in data.codes for term in data.code_terms[code] for word in split_words(term)]
     candidate_terms = candidate_code_terms(data_args.candidate_codes, settings.num_synonyms)
-    term_words += [word for term in candidate_terms for word in split_words(term)]
+    extra_negative_codes = sorted(set(candidate_terms) - set(data.codes))
+    if training_args.extra_negative_codes and not extra_negative_codes:
+        raise InputError(f"--extra_negative_codes draws codes of --candidate_codes outside the {len(data.codes)} "
+                         "label codes, and there are none: add --candidate_codes icd10cm.")
+    if training_args.extra_negative_codes and settings.score_function == "linear":
+        raise InputError("--extra_negative_codes: score_function=linear has weights per label code, so it cannot "
+                         "score other codes; choose reference, biaffine or dot.")
+    term_words = [word for code in data.codes for term in data.code_terms[code] for word in split_words(term)]
+    term_words += [word for terms in candidate_terms.values() for term in terms for word in split_words(term)]
     train_texts = data.splits["train"]["text"]
     vocab = build_vocabulary(train_texts, data_args.min_count, term_words)
     tokenizer = build_tokenizer(vocab, model_max_length=settings.max_note_tokens)
@@ -346,10 +371,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         code_descriptions=[data.code_terms[code][0] for code in data.codes],
     )
     model = MSMNForSequenceClassification(config, code_term_ids=term_ids)
+    extra_negative_term_ids = None  # (E, M, term_length): the codes extra negatives are drawn from
+    if training_args.extra_negative_codes:
+        extra_ids = build_code_term_ids(tokenizer, extra_negative_codes, candidate_terms, config.num_synonyms,
+                                        config.term_length, None if data_args.term_seed < 0 else data_args.term_seed)[0]
+        extra_negative_term_ids = torch.tensor(extra_ids).view(len(extra_negative_codes), config.num_synonyms, -1)
     word2vec_texts = list(train_texts) + (data.unlabelled_texts if data_args.word2vec_unlabelled_texts else [])
     if data_args.word2vec_epochs is None:
         data_args.word2vec_epochs = 10 if len(word2vec_texts) >= SMALL_WORD2VEC_CORPUS else 100
-    word2vec_texts += candidate_terms  # each term a sentence: its words get vectors, also those no note holds
+    # each candidate term a sentence: its words get vectors, also those no note holds
+    word2vec_texts += [term for terms in candidate_terms.values() for term in terms]
     vectors = word2vec_vectors(data_args, tokenizer, word2vec_texts, config.embedding_dim, training_args.seed)
     model.set_word_embeddings(embedding_matrix(vectors, vocab, config.embedding_dim, training_args.seed))
 
@@ -369,6 +400,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         data_collator=note_collator(tokenizer),
         processing_class=tokenizer,
         compute_metrics=evaluation_metrics,
+        extra_negative_term_ids=extra_negative_term_ids,
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
 

@@ -178,14 +178,13 @@ def icd10cm_codes() -> list[str]:
     return list(dict.fromkeys(codes))
 
 
-def candidate_code_terms(code_system: str | None, num_synonyms: int) -> list[str]:
-    """The terms of every code of `code_system` (None: none), as the candidates are scored later."""
+def candidate_code_terms(code_system: str | None, num_synonyms: int) -> dict[str, list[str]]:
+    """code → terms for every code of `code_system` (None: none), as the candidates are scored later."""
     if code_system is None:
-        return []
+        return {}
     if code_system != "icd10cm":
         raise InputError(f"--candidate_codes {code_system!r}: the one code system at hand is icd10cm.")
-    code_terms = open_icd10cm_synonyms(icd10cm_codes(), min_synonyms=num_synonyms - 1)[0]
-    return [term for terms in code_terms.values() for term in terms]
+    return open_icd10cm_synonyms(icd10cm_codes(), min_synonyms=num_synonyms - 1)[0]
 
 
 def codiesp_synonyms(

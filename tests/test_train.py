@@ -62,6 +62,32 @@ def test_rdrop_loss_uses_two_dropout_passes(tokenizer):
     torch.testing.assert_close(loss, expected)
 
 
+def test_extra_negatives_join_the_loss_as_negatives_of_every_note(tokenizer):
+    from conftest import CODES, NOTES, make_model
+
+    model = make_model(tokenizer, num_synonyms=2).train()
+    inputs = tokenizer(NOTES, padding=True, return_tensors="pt")
+    labels = torch.zeros(len(NOTES), len(CODES))
+    labels[0, 1] = 1
+    pool = model.msmn.code_term_ids.view(len(CODES), 2, -1).flip(0) + 0  # (E, M, L): terms of 4 other codes
+    trainer = train.RDropTrainer.__new__(train.RDropTrainer)
+    trainer.args = train.MSMNTrainingArguments(output_dir="unused", rdrop_alpha=5.0, extra_negative_codes=3)
+    trainer.extra_negative_term_ids = pool
+    losses = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        losses.append(trainer.compute_loss(model, {**inputs, "labels": labels}))
+    torch.manual_seed(1)
+    drawn = torch.randperm(len(pool))[:3]
+    doubled = {k: torch.cat([v, v]) for k, v in inputs.items()}
+    first, second = model(**doubled, extra_code_term_ids=pool[drawn].flatten(0, 1)).logits.chunk(2)
+    assert first.shape == (len(NOTES), len(CODES) + 3)
+    widened = torch.cat([labels, torch.zeros(len(NOTES), 3)], dim=1)  # negatives of every note
+    expected = (F.binary_cross_entropy_with_logits(first, widened) + F.binary_cross_entropy_with_logits(second, widened)) / 2
+    torch.testing.assert_close(losses[1], expected + 5.0 * train.rdrop_kl(first, second, "reference"))
+    assert losses[0] != losses[1]  # other seed, other draw (and dropout)
+
+
 def test_learns_planted_codes_and_saves_threshold(synthetic_checkpoint):
     folder, result = synthetic_checkpoint
     for note in synthetic_notes(3, seed=2):  # note text never reaches the logs
@@ -191,11 +217,11 @@ def test_candidate_codes_join_the_vocabulary_and_word2vec(corpus):
     # vector, so that the saved model can score ICD-10-CM codes it was not trained on (set_codes).
     result = run_train(*FILES, "--output_dir", "out", "--num_train_epochs", "1", "--save_strategy", "no",
                        "--load_best_model_at_end", "false", *TINY_MODEL, "--word2vec_epochs", "1",
-                       "--candidate_codes", "icd10cm", cwd=corpus)
+                       "--candidate_codes", "icd10cm", "--extra_negative_codes", "64", cwd=corpus)
     assert result.returncode == 0, result.stderr[-3000:]
     candidate_terms = candidate_code_terms("icd10cm", num_synonyms=2)
-    assert "Cholera due to Vibrio cholerae 01, biovar cholerae" in candidate_terms  # a description
-    words = {word for term in candidate_terms for word in train.split_words(term)}
+    assert "Cholera due to Vibrio cholerae 01, biovar cholerae" in candidate_terms["A00.0"]  # a description
+    words = {word for terms in candidate_terms.values() for term in terms for word in train.split_words(term)}
     tokenizer = AutoTokenizer.from_pretrained(corpus / "out", trust_remote_code=True)
     assert len(words) > 10_000 and words <= set(tokenizer.get_vocab())
     vectors_found = int(result.stderr.split("word2vec: ")[2].split(" of ")[0])
@@ -283,6 +309,14 @@ def test_bad_inputs_fail_before_training(corpus):
     assert "broken.jsonl, line 2: not valid JSON" in result.stderr and "Jane Doe" not in result.stderr
     result = run_train("--sampled_negative_codes", "-5", cwd=corpus)
     assert "--sampled_negative_codes -5: give 0 (every code) or more." in result.stderr
+    result = run_train("--extra_negative_codes", "-1", cwd=corpus)
+    assert "--extra_negative_codes -1: give 0 (none) or more." in result.stderr
+    result = run_train("--train_file", "train.jsonl.gz", "--extra_negative_codes", "8", *base, cwd=corpus)
+    assert "--extra_negative_codes draws codes of --candidate_codes outside the" in result.stderr
+    assert "add --candidate_codes icd10cm" in result.stderr
+    result = run_train("--train_file", "train.jsonl.gz", "--extra_negative_codes", "8", "--candidate_codes", "icd10cm",
+                       *base[:-len(TINY_MODEL)], "--config_overrides", TINY_CONFIG + ",score_function=linear", cwd=corpus)
+    assert "--extra_negative_codes: score_function=linear has weights per label code" in result.stderr
     result = run_train("--train_file", "train.jsonl.gz", "--candidate_codes", "icd9cm", *base, cwd=corpus)
     assert "--candidate_codes 'icd9cm': the one code system at hand is icd10cm" in result.stderr
     (corpus / "empty.jsonl").write_text("\n")
