@@ -358,13 +358,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if training_args.extra_negative_codes and settings.score_function == "linear":
         raise InputError("--extra_negative_codes: score_function=linear has weights per label code, so it cannot "
                          "score other codes; choose reference, biaffine or dot.")
+    candidate_term_list = [term for terms in candidate_terms.values() for term in terms]
     term_words = [word for code in data.codes for term in data.code_terms[code] for word in split_words(term)]
-    term_words += [word for terms in candidate_terms.values() for term in terms for word in split_words(term)]
+    term_words += [word for term in candidate_term_list for word in split_words(term)]
     train_texts = data.splits["train"]["text"]
     vocab = build_vocabulary(train_texts, data_args.min_count, term_words)
     tokenizer = build_tokenizer(vocab, model_max_length=settings.max_note_tokens)
+    term_seed = None if data_args.term_seed < 0 else data_args.term_seed
     term_ids, terms = build_code_term_ids(tokenizer, data.codes, data.code_terms, settings.num_synonyms,
-                                          settings.term_length, None if data_args.term_seed < 0 else data_args.term_seed)
+                                          settings.term_length, term_seed)
     config = model_config(
         data_args.config_overrides, vocab_size=len(vocab), pad_token_id=tokenizer.pad_token_id,
         id2label=dict(enumerate(data.codes)), code_terms=terms,
@@ -374,13 +376,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     extra_negative_term_ids = None  # (E, M, term_length): the codes extra negatives are drawn from
     if training_args.extra_negative_codes:
         extra_ids = build_code_term_ids(tokenizer, extra_negative_codes, candidate_terms, config.num_synonyms,
-                                        config.term_length, None if data_args.term_seed < 0 else data_args.term_seed)[0]
+                                        config.term_length, term_seed)[0]
         extra_negative_term_ids = torch.tensor(extra_ids).view(len(extra_negative_codes), config.num_synonyms, -1)
     word2vec_texts = list(train_texts) + (data.unlabelled_texts if data_args.word2vec_unlabelled_texts else [])
     if data_args.word2vec_epochs is None:
         data_args.word2vec_epochs = 10 if len(word2vec_texts) >= SMALL_WORD2VEC_CORPUS else 100
     # each candidate term a sentence: its words get vectors, also those no note holds
-    word2vec_texts += [term for terms in candidate_terms.values() for term in terms]
+    word2vec_texts += candidate_term_list
     vectors = word2vec_vectors(data_args, tokenizer, word2vec_texts, config.embedding_dim, training_args.seed)
     model.set_word_embeddings(embedding_matrix(vectors, vocab, config.embedding_dim, training_args.seed))
 

@@ -133,10 +133,9 @@ def rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, r
                       for weight in CENTRING_WEIGHTS}
     best_centring = max(CENTRING_WEIGHTS, key=lambda weight: (dev_unseen_map[weight], -weight))
 
-    def standardised(scores):
-        return (scores - code_means) / code_deviations
-
-    dev_standardised_map = {weight: mean_average_precision(standardised(dev_scores) + weight * prior, dev_gold, dev_totals)
+    dev_standardised = (dev_scores - code_means) / code_deviations
+    test_standardised = (test["scores"] - code_means) / code_deviations
+    dev_standardised_map = {weight: mean_average_precision(dev_standardised + weight * prior, dev_gold, dev_totals)
                             for weight in PRIOR_WEIGHTS}
     best_standardised_weight = max(PRIOR_WEIGHTS, key=lambda weight: (dev_standardised_map[weight], -weight))
     return {
@@ -152,9 +151,9 @@ def rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, r
                                                          train_codes),
         f"msmn_centred_{best_centring}": ranking_metrics(test["scores"] - best_centring * code_means, splits["test"],
                                                         codes, train_codes),
-        "msmn_standardised": ranking_metrics(standardised(test["scores"]), splits["test"], codes, train_codes),
+        "msmn_standardised": ranking_metrics(test_standardised, splits["test"], codes, train_codes),
         f"msmn_standardised_with_prior_{best_standardised_weight}": ranking_metrics(
-            standardised(test["scores"]) + best_standardised_weight * prior, splits["test"], codes, train_codes),
+            test_standardised + best_standardised_weight * prior, splits["test"], codes, train_codes),
         "random_scores_expected": random_ranking_metrics(splits["test"], codes, train_codes),
     }
 
