@@ -16,9 +16,10 @@ among 0 to 8), since MSMN's score has no per-code term. Candidate sets, none rea
 Candidate terms are the ICD-10-CM entries that train.py gives the train codes (description,
 inclusion terms, parent title; `datasets_scripts.code_synonyms`). The code encoding is computed once
 (no gradients, each distinct term once, length buckets); the attention runs in chunks of codes.
-Prints the time and the peak memory of scoring the 250 test notes, with the load (`uptime`).
+Prints the time and the peak memory of scoring the 250 test notes (on a GPU: the GPU memory beyond
+the model's and the code encoding's), with the load (`uptime`).
 
-    python benchmarks/codiesp_all_codes.py [--checkpoint msmn-codiesp-d] [--candidates icd10cm train+dev]
+    python benchmarks/codiesp_all_codes.py [--checkpoint msmn-codiesp-d] [--candidates icd10cm train+dev] [--device cuda]
 """
 
 import argparse
@@ -57,7 +58,7 @@ def score_notes(model, tokenizer, texts: list[str], batch_size: int) -> np.ndarr
     with torch.no_grad():
         for start in range(0, len(texts), batch_size):
             inputs = tokenizer(texts[start:start + batch_size], padding=True, truncation=True, return_tensors="pt")
-            batches.append(model(**inputs).logits.float().numpy())
+            batches.append(model(**inputs.to(model.device)).logits.float().cpu().numpy())
     return np.concatenate(batches)
 
 
@@ -121,7 +122,11 @@ def rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, r
     def score_test():  # timed: the code encoding (cached since dev) was computed once, outside
         test["scores"] = score_notes(model, tokenizer, [record["text_en"] for record in splits["test"]], batch_size)
 
+    if model.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     timing = measure(score_test)
+    if model.device.type == "cuda":  # the scoring's memory is the GPU's, not the process's
+        timing["peak_mib"] = (torch.cuda.max_memory_allocated() - torch.cuda.memory_allocated()) / 2**20
     reference_scores = score_notes(model, tokenizer, reference_texts, batch_size)  # (notes, codes)
     code_means, code_deviations = reference_scores.mean(axis=0), reference_scores.std(axis=0) + 1e-6
     train_codes = set(train_counts)
@@ -163,12 +168,15 @@ def main():
     parser.add_argument("--checkpoint", default="msmn-codiesp-d")
     parser.add_argument("--candidates", nargs="+", default=["icd10cm", "train+dev"], choices=["icd10cm", "train+dev"])
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", default="cpu", help="e.g. cuda: the model and the scoring run there")
     parser.add_argument("--reference-notes", type=int, default=200, help="background texts whose scores centre and standardise each code")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32; load: "
+    device = torch.device(args.device)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}, fp32; load: "
           f"{subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
     tokenizer = AutoTokenizer.from_pretrained(args.checkpoint, trust_remote_code=True)
-    model = AutoModelForSequenceClassification.from_pretrained(args.checkpoint, trust_remote_code=True).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(args.checkpoint, trust_remote_code=True).eval().to(device)
     splits = {split: read_shipped_split(split) for split in ("train", "dev", "test")}
     train_counts = Counter(code for record in splits["train"] for code in record["diagnosis_codes"])
     dev_codes = {code for record in splits["dev"] for code in record["diagnosis_codes"]}
