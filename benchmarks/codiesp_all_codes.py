@@ -122,11 +122,7 @@ def rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, r
     def score_test():  # timed: the code encoding (cached since dev) was computed once, outside
         test["scores"] = score_notes(model, tokenizer, [record["text_en"] for record in splits["test"]], batch_size)
 
-    if model.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    timing = measure(score_test)
-    if model.device.type == "cuda":  # the scoring's memory is the GPU's, not the process's
-        timing["peak_mib"] = (torch.cuda.max_memory_allocated() - torch.cuda.memory_allocated()) / 2**20
+    timing = measure(score_test, cuda=model.device.type == "cuda")  # on a GPU, its memory is the one that counts
     reference_scores = score_notes(model, tokenizer, reference_texts, batch_size)  # (notes, codes)
     code_means, code_deviations = reference_scores.mean(axis=0), reference_scores.std(axis=0) + 1e-6
     train_codes = set(train_counts)
@@ -172,6 +168,8 @@ def main():
     parser.add_argument("--reference-notes", type=int, default=200, help="background texts whose scores centre and standardise each code")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: torch sees no CUDA GPU here; run on a machine with one, or leave --device out (cpu).")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}, fp32; load: "
           f"{subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
