@@ -7,7 +7,11 @@ CodiEsp's MAP (its official measure, over all gold codes of each note: a gold co
 candidates counts as never retrieved), P@8, and MAP over the assignments of codes absent from the
 train split ("unseen"), next to the same ranking with random scores; and the same with a
 train-frequency prior added to the logits (β·log(1 + the code's train count), β chosen on dev MAP
-among 0 to 8), since MSMN's score has no per-code term. Candidate sets, none read off the test split:
+among 0 to 8), since MSMN's score has no per-code term. Beside MSMN, a matcher with no training:
+each code scores the TF-IDF cosine between the note and the closest of its terms (words or words and
+word pairs, chosen on dev MAP; IDF over the candidates' terms and the background texts), alone and
+added to MSMN's logits (λ·cosine, λ chosen on dev MAP; with the prior, λ and β chosen together).
+Candidate sets, none read off the test split:
 
 - `icd10cm`: every ICD-10-CM category and subcategory (98,186, billable or not) plus the train codes
   that the current list has retired: the CodiEsp shared task's setting;
@@ -32,6 +36,7 @@ from collections import Counter
 
 import numpy as np
 import torch
+from sklearn.feature_extraction.text import TfidfVectorizer
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -45,6 +50,7 @@ from modeling_msmn.metrics import mean_average_precision  # noqa: E402
 
 PRIOR_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 CENTRING_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+TERM_MATCH_WEIGHTS = (0.0, 4.0, 8.0, 16.0, 24.0, 32.0, 48.0, 64.0, 96.0, 128.0)
 
 
 def precision_at_k(scores: np.ndarray, gold: list[list[int]], k: int) -> float:
@@ -107,12 +113,32 @@ def random_ranking_metrics(records: list[dict], codes: list[str], train_codes: s
             "map_unseen_codes": mean_ap(unseen, unseen_totals)}
 
 
+def term_match_scores(codes: list[str], code_terms: dict[str, list[str]], texts: dict[str, list[str]],
+                      reference_texts: list[str], ngram_range: tuple[int, int]) -> dict[str, np.ndarray]:
+    """For each split of `texts`: (notes, codes) TF-IDF cosines between each note and the closest of
+    each code's terms (its distinct terms; IDF over one document per code, its terms joined, and
+    `reference_texts`)."""
+    vectorizer = TfidfVectorizer(sublinear_tf=True, ngram_range=ngram_range, stop_words="english")
+    vectorizer.fit([" ".join(code_terms[code]) for code in codes] + reference_texts)
+    distinct_terms = [list(dict.fromkeys(code_terms[code])) for code in codes]
+    term_vectors = vectorizer.transform([term for terms in distinct_terms for term in terms])
+    first_term = np.cumsum([0] + [len(terms) for terms in distinct_terms[:-1]])  # each code's first row
+    scores = {}
+    for split, split_texts in texts.items():
+        note_vectors = vectorizer.transform(split_texts)
+        scores[split] = np.concatenate([
+            np.maximum.reduceat((note_vectors[start:start + 50] @ term_vectors.T).toarray(), first_term, axis=1)
+            for start in range(0, len(split_texts), 50)  # 50 notes at a time: a dense (50, terms) block
+        ]).astype(np.float32)
+    return scores
+
+
 def rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, reference_texts, batch_size) -> dict:
     """Scores dev and test against `codes`: MSMN's ranking; with a train-frequency prior
     β·log(1 + train count) added to the logits, β chosen on dev MAP; with each code's logit centred
     (λ·its mean over `reference_texts` subtracted), λ chosen on dev's MAP over codes absent from train;
     standardised by its mean and standard deviation over `reference_texts`, alone and with the prior
-    (β chosen on dev MAP)."""
+    (β chosen on dev MAP); and with the term-matching cosines (`term_match_scores`), alone and added."""
     term_ids, terms = build_code_term_ids(tokenizer, codes, code_terms, model.config.num_synonyms, model.config.term_length)
     term_tokens = [token for row in term_ids for token in row if token != tokenizer.pad_token_id]
     model.set_codes(codes, term_ids, terms, [code_terms[code][0] for code in codes])
@@ -139,6 +165,17 @@ def rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, r
     dev_standardised_map = {weight: mean_average_precision(dev_standardised + weight * prior, dev_gold, dev_totals)
                             for weight in PRIOR_WEIGHTS}
     best_standardised_weight = max(PRIOR_WEIGHTS, key=lambda weight: (dev_standardised_map[weight], -weight))
+
+    texts = {split: [record["text_en"] for record in splits[split]] for split in ("dev", "test")}
+    matching = {ngrams: term_match_scores(codes, code_terms, texts, reference_texts, (1, ngrams)) for ngrams in (1, 2)}
+    dev_matching_map = {ngrams: mean_average_precision(matching[ngrams]["dev"], dev_gold, dev_totals) for ngrams in (1, 2)}
+    best_ngrams = max((1, 2), key=lambda ngrams: dev_matching_map[ngrams])
+    dev_match, test_match = matching[best_ngrams]["dev"], matching[best_ngrams]["test"]
+    dev_combined_map = {(match_weight, weight): mean_average_precision(
+        dev_scores + match_weight * dev_match + weight * prior, dev_gold, dev_totals)
+        for match_weight in TERM_MATCH_WEIGHTS for weight in PRIOR_WEIGHTS}
+    best_match_weight = max(TERM_MATCH_WEIGHTS, key=lambda match_weight: (dev_combined_map[match_weight, 0.0], -match_weight))
+    best_pair = max(dev_combined_map, key=lambda pair: (dev_combined_map[pair], -pair[0], -pair[1]))
     return {
         "candidates": len(codes),
         "term_tokens_unknown_to_the_vocabulary": round(term_tokens.count(tokenizer.unk_token_id) / len(term_tokens), 4),
@@ -147,6 +184,9 @@ def rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, r
         "dev_map_by_prior_weight": {weight: round(value, 4) for weight, value in dev_map.items()},
         "dev_unseen_map_by_centring_weight": {weight: round(value, 4) for weight, value in dev_unseen_map.items()},
         "dev_map_standardised_by_prior_weight": {weight: round(value, 4) for weight, value in dev_standardised_map.items()},
+        "dev_map_term_matching_by_longest_ngram": {ngrams: round(value, 4) for ngrams, value in dev_matching_map.items()},
+        "dev_map_msmn_plus_term_matching_by_weight": {
+            match_weight: round(dev_combined_map[match_weight, 0.0], 4) for match_weight in TERM_MATCH_WEIGHTS},
         "msmn": ranking_metrics(test["scores"], splits["test"], codes, train_codes),
         f"msmn_with_prior_{best_weight}": ranking_metrics(test["scores"] + best_weight * prior, splits["test"], codes,
                                                          train_codes),
@@ -155,6 +195,11 @@ def rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, r
         "msmn_standardised": ranking_metrics(test_standardised, splits["test"], codes, train_codes),
         f"msmn_standardised_with_prior_{best_standardised_weight}": ranking_metrics(
             test_standardised + best_standardised_weight * prior, splits["test"], codes, train_codes),
+        f"term_matching_ngrams_1_to_{best_ngrams}": ranking_metrics(test_match, splits["test"], codes, train_codes),
+        f"msmn_plus_term_matching_{best_match_weight}": ranking_metrics(
+            test["scores"] + best_match_weight * test_match, splits["test"], codes, train_codes),
+        f"msmn_plus_term_matching_{best_pair[0]}_with_prior_{best_pair[1]}": ranking_metrics(
+            test["scores"] + best_pair[0] * test_match + best_pair[1] * prior, splits["test"], codes, train_codes),
         "random_scores_expected": random_ranking_metrics(splits["test"], codes, train_codes),
     }
 

@@ -177,6 +177,34 @@ def test_mean_average_precision_by_hand():
         mean_average_precision(scores, [[0]])
 
 
+def test_term_matching_scores_each_code_by_its_closest_term():
+    # benchmarks/codiesp_all_codes.py's matcher without training: codes with 1 to 3 terms side by side,
+    # so a term scored under its neighbour's code would show; 120 notes, so more than one block of 50
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from codiesp_all_codes import term_match_scores
+
+    codes = ["A", "B", "C", "D"]
+    code_terms = {"A": ["femur fracture"], "B": ["eczema of the hand", "appendicitis", "acute appendicitis"],
+                  "C": ["renal failure"], "D": ["otitis media", "ear infection"]}
+    notes = ["Surgery for acute appendicitis was uneventful.", "Chronic renal failure on dialysis.",
+             "No abnormal finding."]
+    reference = ["The patient was discharged home.", "Blood pressure was normal."]
+    scores = term_match_scores(codes, code_terms, {"dev": notes * 40}, reference, (1, 2))["dev"]
+    assert scores.shape == (120, 4)
+    np.testing.assert_array_equal(scores, np.tile(scores[:3], (40, 1)))
+    assert scores[0].argmax() == 1 and scores[0, 1] > 0 and scores[0, [0, 2, 3]].tolist() == [0, 0, 0]
+    assert scores[1].argmax() == 2 and scores[1, [0, 1, 3]].tolist() == [0, 0, 0]
+    assert scores[2].tolist() == [0, 0, 0, 0]
+    # the closest term counts, not the code's terms together: B's other terms (one matching less well,
+    # one with words note 0 lacks; the same IDF for its words) leave its score as if "acute
+    # appendicitis" were B's one term
+    three_terms, one_term = (term_match_scores(codes, {**code_terms, "B": terms}, {"dev": notes[:1]}, reference, (1, 1))["dev"]
+                             for terms in (code_terms["B"], ["acute appendicitis"]))
+    assert three_terms[0, 1] > 0 and three_terms[0, 1] == pytest.approx(one_term[0, 1], rel=1e-6)
+
+
 def test_background_texts_leave_out_those_that_overlap_dev_or_test():
     with gzip.open(shipped_folder() / "background.jsonl.gz", "rt", encoding="utf-8") as lines:
         background = {record["id"]: record["text_en"] for record in map(json.loads, lines)}
