@@ -142,11 +142,12 @@ def rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, r
     term_ids, terms = build_code_term_ids(tokenizer, codes, code_terms, model.config.num_synonyms, model.config.term_length)
     term_tokens = [token for row in term_ids for token in row if token != tokenizer.pad_token_id]
     model.set_codes(codes, term_ids, terms, [code_terms[code][0] for code in codes])
-    dev_scores = score_notes(model, tokenizer, [record["text_en"] for record in splits["dev"]], batch_size)
+    texts = {split: [record["text_en"] for record in splits[split]] for split in ("dev", "test")}
+    dev_scores = score_notes(model, tokenizer, texts["dev"], batch_size)
     test = {}
 
     def score_test():  # timed: the code encoding (cached since dev) was computed once, outside
-        test["scores"] = score_notes(model, tokenizer, [record["text_en"] for record in splits["test"]], batch_size)
+        test["scores"] = score_notes(model, tokenizer, texts["test"], batch_size)
 
     timing = measure(score_test, cuda=model.device.type == "cuda")  # on a GPU, its memory is the one that counts
     reference_scores = score_notes(model, tokenizer, reference_texts, batch_size)  # (notes, codes)
@@ -154,7 +155,18 @@ def rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, r
     train_codes = set(train_counts)
     prior = np.log1p(np.array([train_counts.get(code, 0) for code in codes], dtype=np.float32))
     dev_gold, dev_totals, dev_unseen, dev_unseen_totals = gold_indices(splits["dev"], codes, train_codes)
-    dev_map = {weight: mean_average_precision(dev_scores + weight * prior, dev_gold, dev_totals) for weight in PRIOR_WEIGHTS}
+
+    matching = {ngrams: term_match_scores(codes, code_terms, texts, reference_texts, (1, ngrams)) for ngrams in (1, 2)}
+    dev_matching_map = {ngrams: mean_average_precision(matching[ngrams]["dev"], dev_gold, dev_totals) for ngrams in (1, 2)}
+    best_ngrams = max((1, 2), key=lambda ngrams: dev_matching_map[ngrams])
+    dev_match, test_match = matching[best_ngrams]["dev"], matching[best_ngrams]["test"]
+    dev_combined_map = {(match_weight, weight): mean_average_precision(
+        dev_scores + match_weight * dev_match + weight * prior, dev_gold, dev_totals)
+        for match_weight in TERM_MATCH_WEIGHTS for weight in PRIOR_WEIGHTS}  # (0, β): MSMN + prior alone
+    best_match_weight = max(TERM_MATCH_WEIGHTS, key=lambda match_weight: (dev_combined_map[match_weight, 0.0], -match_weight))
+    best_pair = max(dev_combined_map, key=lambda pair: (dev_combined_map[pair], -pair[0], -pair[1]))
+
+    dev_map = {weight: dev_combined_map[0.0, weight] for weight in PRIOR_WEIGHTS}
     best_weight = max(PRIOR_WEIGHTS, key=lambda weight: (dev_map[weight], -weight))
     dev_unseen_map = {weight: mean_average_precision(dev_scores - weight * code_means, dev_unseen, dev_unseen_totals)
                       for weight in CENTRING_WEIGHTS}
@@ -165,17 +177,6 @@ def rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, r
     dev_standardised_map = {weight: mean_average_precision(dev_standardised + weight * prior, dev_gold, dev_totals)
                             for weight in PRIOR_WEIGHTS}
     best_standardised_weight = max(PRIOR_WEIGHTS, key=lambda weight: (dev_standardised_map[weight], -weight))
-
-    texts = {split: [record["text_en"] for record in splits[split]] for split in ("dev", "test")}
-    matching = {ngrams: term_match_scores(codes, code_terms, texts, reference_texts, (1, ngrams)) for ngrams in (1, 2)}
-    dev_matching_map = {ngrams: mean_average_precision(matching[ngrams]["dev"], dev_gold, dev_totals) for ngrams in (1, 2)}
-    best_ngrams = max((1, 2), key=lambda ngrams: dev_matching_map[ngrams])
-    dev_match, test_match = matching[best_ngrams]["dev"], matching[best_ngrams]["test"]
-    dev_combined_map = {(match_weight, weight): mean_average_precision(
-        dev_scores + match_weight * dev_match + weight * prior, dev_gold, dev_totals)
-        for match_weight in TERM_MATCH_WEIGHTS for weight in PRIOR_WEIGHTS}
-    best_match_weight = max(TERM_MATCH_WEIGHTS, key=lambda match_weight: (dev_combined_map[match_weight, 0.0], -match_weight))
-    best_pair = max(dev_combined_map, key=lambda pair: (dev_combined_map[pair], -pair[0], -pair[1]))
     return {
         "candidates": len(codes),
         "term_tokens_unknown_to_the_vocabulary": round(term_tokens.count(tokenizer.unk_token_id) / len(term_tokens), 4),
