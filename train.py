@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import SequentialSampler
 from transformers import DataCollatorWithPadding, HfArgumentParser, Trainer, TrainingArguments, set_seed
-from transformers.modeling_utils import unwrap_model
 from transformers.training_args import ParallelMode
 
 import datasets_scripts
@@ -126,11 +125,6 @@ class MSMNTrainingArguments(TrainingArguments):
         metadata={"help": "per training step, also score this many codes of --candidate_codes outside the label set, "
                           "drawn at random, as negatives of every note (their terms only: not with score_function=linear)"},
     )
-    term_notes: int = field(
-        default=0,
-        metadata={"help": "per training step, also train on this many one-term notes: a synonym of each of that many of "
-                          "the step's extra negative codes, positive for its own code only (needs --extra_negative_codes)"},
-    )
 
     def __post_init__(self):
         if self.rdrop_kl not in ("reference", "bernoulli"):
@@ -139,9 +133,6 @@ class MSMNTrainingArguments(TrainingArguments):
             raise InputError(f"--sampled_negative_codes {self.sampled_negative_codes}: give 0 (every code) or more.")
         if self.extra_negative_codes < 0:
             raise InputError(f"--extra_negative_codes {self.extra_negative_codes}: give 0 (none) or more.")
-        if not 0 <= self.term_notes <= self.extra_negative_codes:
-            raise InputError(f"--term_notes {self.term_notes}: give 0 (none) up to --extra_negative_codes "
-                             f"({self.extra_negative_codes}): each term note is made from one of the step's extra codes.")
         super().__post_init__()
 
 
@@ -214,9 +205,7 @@ class RDropTrainer(Trainer):
     passes. With `sampled_negative_codes`, each training step scores the batch's gold codes and that
     many random others: its cost no longer grows with the size of the code set. With
     `extra_negative_codes`, each step also scores that many codes drawn from
-    `extra_negative_term_ids` ((E, M, term_length): codes outside the label set), negative for every
-    note; with `term_notes`, the BCE of that many one-term notes, each a synonym of one of those
-    extra codes and positive for it alone, is added to the loss (same code encoding)."""
+    `extra_negative_term_ids` ((E, M, term_length): codes outside the label set), negative for every note."""
 
     def __init__(self, *args, extra_negative_term_ids: torch.Tensor | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -229,41 +218,18 @@ class RDropTrainer(Trainer):
             inputs["labels"] = inputs["labels"][:, inputs["code_indices"]]
         if model.training and self.args.extra_negative_codes > 0:
             drawn = torch.randperm(len(self.extra_negative_term_ids))[: self.args.extra_negative_codes]
-            extra_term_ids = self.extra_negative_term_ids[drawn]  # (e, M, term_length)
-            inputs["extra_code_term_ids"] = extra_term_ids.flatten(0, 1).to(inputs["labels"].device)
+            inputs["extra_code_term_ids"] = self.extra_negative_term_ids[drawn].flatten(0, 1).to(inputs["labels"].device)
             negatives = inputs["labels"].new_zeros(len(inputs["labels"]), len(drawn))
             inputs["labels"] = torch.cat([inputs["labels"], negatives], dim=1)
-        if not model.training or (alpha == 0 and self.args.term_notes == 0):
+        if not model.training or alpha == 0:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs.pop("labels")
         codes = {name: inputs.pop(name) for name in ("code_indices", "extra_code_term_ids") if name in inputs}
-        # once for both dropout passes and the term notes (synonym vectors, queries, code vectors)
-        code_encoding = unwrap_model(model).msmn.encode_codes(**codes)
-        code_indices = codes.get("code_indices")
-        passes = 2 if alpha else 1
-        repeated = {name: value.repeat(passes, 1) for name, value in inputs.items()}
-        logits = model(**repeated, code_encoding=code_encoding, code_indices=code_indices).logits.chunk(passes)
-        loss = sum(F.binary_cross_entropy_with_logits(pass_logits, labels) for pass_logits in logits) / passes
-        if alpha:
-            loss = loss + alpha * rdrop_kl(*logits, kl_form)
-        if self.args.term_notes:
-            loss = loss + self.term_note_loss(model, code_encoding, code_indices, extra_term_ids, labels.shape[1])
-        return (loss, {"logits": logits[0]}) if return_outputs else loss
-
-    def term_note_loss(self, model, code_encoding, code_indices, extra_term_ids, num_codes) -> torch.Tensor:
-        """Mean BCE of `term_notes` one-term notes: the k-th is a random synonym of the step's k-th extra
-        code (the last e of the `num_codes` scored) and is positive for that code only, so the model
-        learns to score a code from how its terms match the text, also for codes no note holds."""
-        count, pad_token_id = self.args.term_notes, unwrap_model(model).config.pad_token_id
-        synonyms = torch.randint(extra_term_ids.shape[1], (count,))
-        term_ids = extra_term_ids[torch.arange(count), synonyms]  # (count, term_length), right-padded
-        width = max(int((term_ids != pad_token_id).sum(dim=1).max()), 1)
-        term_ids = term_ids[:, :width].to(code_encoding.code_vectors.device)
-        labels = code_encoding.code_vectors.new_zeros(count, num_codes)
-        labels[torch.arange(count), num_codes - len(extra_term_ids) + torch.arange(count)] = 1.0
-        logits = model(input_ids=term_ids, attention_mask=(term_ids != pad_token_id).long(),
-                       code_encoding=code_encoding, code_indices=code_indices).logits
-        return F.binary_cross_entropy_with_logits(logits, labels)
+        doubled = {name: torch.cat([value, value]) for name, value in inputs.items()}
+        first, second = model(**doubled, **codes).logits.chunk(2)
+        bce = (F.binary_cross_entropy_with_logits(first, labels) + F.binary_cross_entropy_with_logits(second, labels)) / 2
+        loss = bce + alpha * rdrop_kl(first, second, kl_form)
+        return (loss, {"logits": first}) if return_outputs else loss
 
     def _get_eval_sampler(self, eval_dataset):
         """Evaluation in dataset order, which `test_report` relies on to pair each prediction with its
@@ -364,9 +330,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             f"{world_size} processes were launched, but the Trainer is not distributed ({training_args.parallel_mode}); "
             "check --ddp_backend and the torchrun environment."
         )
-    if world_size > 1 and training_args.term_notes:
-        raise InputError("--term_notes runs a second forward pass per step, which DDP does not allow: train on one "
-                         "process (python train.py), or leave --term_notes out under torchrun.")
     if training_args.bf16 and training_args.device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
         raise InputError(
             "--bf16: this CPU has no bfloat16 arithmetic (AVX512-BF16 or AMX): oneDNN cannot run the LSTM under "

@@ -88,40 +88,6 @@ def test_extra_negatives_join_the_loss_as_negatives_of_every_note(tokenizer):
     assert losses[0] != losses[1]  # other seed, other draw (and dropout)
 
 
-def test_term_notes_are_positive_for_their_own_extra_code_only(tokenizer):
-    from conftest import CODES, NOTES, make_model
-
-    model = make_model(tokenizer, num_synonyms=2).train()
-    inputs = tokenizer(NOTES, padding=True, return_tensors="pt")
-    labels = torch.zeros(len(NOTES), len(CODES))
-    labels[0, 1] = 1
-    pool = model.msmn.code_term_ids.view(len(CODES), 2, -1).flip(0) + 0  # (E, M, L): terms of 4 other codes
-    trainer = train.RDropTrainer.__new__(train.RDropTrainer)
-    trainer.extra_negative_term_ids = pool
-    for alpha in (5.0, 0.0):  # with R-Drop, and with plain BCE (one pass)
-        trainer.args = train.MSMNTrainingArguments(output_dir="unused", rdrop_alpha=alpha, extra_negative_codes=3, term_notes=2)
-        torch.manual_seed(1)
-        loss = trainer.compute_loss(model, {**inputs, "labels": labels})
-        torch.manual_seed(1)
-        extra = pool[torch.randperm(len(pool))[:3]]
-        encoding = model.msmn.encode_codes(extra_code_term_ids=extra.flatten(0, 1))
-        passes = 2 if alpha else 1
-        logits = model(**{k: v.repeat(passes, 1) for k, v in inputs.items()}, code_encoding=encoding).logits.chunk(passes)
-        widened = torch.cat([labels, torch.zeros(len(NOTES), 3)], dim=1)
-        expected = sum(F.binary_cross_entropy_with_logits(part, widened) for part in logits) / passes
-        if alpha:
-            expected = expected + alpha * train.rdrop_kl(*logits, "reference")
-        synonyms = torch.randint(2, (2,))
-        term_notes = [row[row != tokenizer.pad_token_id] for row in extra[torch.arange(2), synonyms]]
-        term_inputs = tokenizer.pad({"input_ids": [row.tolist() for row in term_notes]}, return_tensors="pt")
-        term_logits = model(**term_inputs, code_encoding=encoding).logits
-        term_labels = torch.zeros(2, len(CODES) + 3)
-        term_labels[0, len(CODES)] = term_labels[1, len(CODES) + 1] = 1  # the first two extra codes, one each
-        torch.testing.assert_close(loss, expected + F.binary_cross_entropy_with_logits(term_logits, term_labels))
-    with pytest.raises(train.InputError, match=r"--term_notes 4: give 0 \(none\) up to --extra_negative_codes \(3\)"):
-        train.MSMNTrainingArguments(output_dir="unused", extra_negative_codes=3, term_notes=4)
-
-
 def test_learns_planted_codes_and_saves_threshold(synthetic_checkpoint):
     folder, result = synthetic_checkpoint
     for note in synthetic_notes(3, seed=2):  # note text never reaches the logs
