@@ -10,8 +10,10 @@ train-frequency prior added to the logits (β·log(1 + the code's train count), 
 among 0 to 8), since MSMN's score has no per-code term. Beside MSMN, a matcher with no training:
 each code scores the TF-IDF cosine between the note and the closest of its terms (words or words and
 word pairs, chosen on dev MAP; IDF over the candidates' terms and the background texts), alone and
-added to MSMN's logits (λ·cosine, λ chosen on dev MAP; with the prior, λ and β chosen together).
-Candidate sets, none read off the test split:
+added to MSMN's logits (λ·cosine, λ chosen on dev MAP; with the prior, λ and β chosen together), and
+at an operating point for codes never seen in training: MSMN + term matching + prior with the (λ, β)
+of the best dev MAP among those whose dev MAP over codes absent from train reaches 3% (issue 14's
+goal for them). Candidate sets, none read off the test split:
 
 - `icd10cm`: every ICD-10-CM category and subcategory (98,186, billable or not) plus the train codes
   that the current list has retired: the CodiEsp shared task's setting;
@@ -51,6 +53,7 @@ from modeling_msmn.metrics import mean_average_precision  # noqa: E402
 PRIOR_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 CENTRING_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 TERM_MATCH_WEIGHTS = (0.0, 4.0, 8.0, 16.0, 24.0, 32.0, 48.0, 64.0, 96.0, 128.0)
+UNSEEN_MAP_FLOOR = 0.03  # issue 14's goal for codes absent from train: the operating point must reach it on dev
 
 
 def precision_at_k(scores: np.ndarray, gold: list[list[int]], k: int) -> float:
@@ -133,12 +136,20 @@ def term_match_scores(codes: list[str], code_terms: dict[str, list[str]], texts:
     return scores
 
 
+def operating_point(dev_map: dict, dev_unseen_map: dict, unseen_floor: float):
+    """The weights (a key of `dev_map`) with the best dev MAP among those whose dev MAP over codes
+    absent from train reaches `unseen_floor` (ties: the smaller weights); None if none does."""
+    over_floor = [weights for weights in dev_map if dev_unseen_map[weights] >= unseen_floor]
+    return max(over_floor, key=lambda weights: (dev_map[weights], *(-weight for weight in weights)), default=None)
+
+
 def rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, reference_texts, batch_size) -> dict:
     """Scores dev and test against `codes`: MSMN's ranking; with a train-frequency prior
     β·log(1 + train count) added to the logits, β chosen on dev MAP; with each code's logit centred
     (λ·its mean over `reference_texts` subtracted), λ chosen on dev's MAP over codes absent from train;
     standardised by its mean and standard deviation over `reference_texts`, alone and with the prior
-    (β chosen on dev MAP); and with the term-matching cosines (`term_match_scores`), alone and added."""
+    (β chosen on dev MAP); and with the term-matching cosines (`term_match_scores`), alone and added,
+    with and without the prior, and at the operating point (`operating_point`) with the prior."""
     term_ids, terms = build_code_term_ids(tokenizer, codes, code_terms, model.config.num_synonyms, model.config.term_length)
     term_tokens = [token for row in term_ids for token in row if token != tokenizer.pad_token_id]
     model.set_codes(codes, term_ids, terms, [code_terms[code][0] for code in codes])
@@ -160,11 +171,15 @@ def rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, r
     dev_matching_map = {ngrams: mean_average_precision(matching[ngrams]["dev"], dev_gold, dev_totals) for ngrams in (1, 2)}
     best_ngrams = max((1, 2), key=lambda ngrams: dev_matching_map[ngrams])
     dev_match, test_match = matching[best_ngrams]["dev"], matching[best_ngrams]["test"]
-    dev_combined_map = {(match_weight, weight): mean_average_precision(
-        dev_scores + match_weight * dev_match + weight * prior, dev_gold, dev_totals)
-        for match_weight in TERM_MATCH_WEIGHTS for weight in PRIOR_WEIGHTS}  # (0, β): MSMN + prior alone
+    dev_combined_map, dev_combined_unseen_map = {}, {}
+    for match_weight in TERM_MATCH_WEIGHTS:
+        for weight in PRIOR_WEIGHTS:  # (0, β): MSMN + prior alone
+            combined = dev_scores + match_weight * dev_match + weight * prior
+            dev_combined_map[match_weight, weight] = mean_average_precision(combined, dev_gold, dev_totals)
+            dev_combined_unseen_map[match_weight, weight] = mean_average_precision(combined, dev_unseen, dev_unseen_totals)
     best_match_weight = max(TERM_MATCH_WEIGHTS, key=lambda match_weight: (dev_combined_map[match_weight, 0.0], -match_weight))
     best_pair = max(dev_combined_map, key=lambda pair: (dev_combined_map[pair], -pair[0], -pair[1]))
+    floor_pair = operating_point(dev_combined_map, dev_combined_unseen_map, UNSEEN_MAP_FLOOR)
 
     dev_map = {weight: dev_combined_map[0.0, weight] for weight in PRIOR_WEIGHTS}
     best_weight = max(PRIOR_WEIGHTS, key=lambda weight: (dev_map[weight], -weight))
@@ -177,7 +192,7 @@ def rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, r
     dev_standardised_map = {weight: mean_average_precision(dev_standardised + weight * prior, dev_gold, dev_totals)
                             for weight in PRIOR_WEIGHTS}
     best_standardised_weight = max(PRIOR_WEIGHTS, key=lambda weight: (dev_standardised_map[weight], -weight))
-    return {
+    results = {
         "candidates": len(codes),
         "term_tokens_unknown_to_the_vocabulary": round(term_tokens.count(tokenizer.unk_token_id) / len(term_tokens), 4),
         "test_seconds_per_note": round(timing["seconds"] / len(splits["test"]), 3),
@@ -201,8 +216,14 @@ def rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, r
             test["scores"] + best_match_weight * test_match, splits["test"], codes, train_codes),
         f"msmn_plus_term_matching_{best_pair[0]}_with_prior_{best_pair[1]}": ranking_metrics(
             test["scores"] + best_pair[0] * test_match + best_pair[1] * prior, splits["test"], codes, train_codes),
+        "dev_map_and_unseen_map_at_the_operating_point": None if floor_pair is None else (
+            round(dev_combined_map[floor_pair], 4), round(dev_combined_unseen_map[floor_pair], 4)),
         "random_scores_expected": random_ranking_metrics(splits["test"], codes, train_codes),
     }
+    if floor_pair is not None:
+        results[f"msmn_plus_term_matching_{floor_pair[0]}_with_prior_{floor_pair[1]}_operating_point"] = ranking_metrics(
+            test["scores"] + floor_pair[0] * test_match + floor_pair[1] * prior, splits["test"], codes, train_codes)
+    return results
 
 
 def main():

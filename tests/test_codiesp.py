@@ -205,6 +205,23 @@ def test_term_matching_scores_each_code_by_its_closest_term():
     assert three_terms[0, 1] > 0 and three_terms[0, 1] == pytest.approx(one_term[0, 1], rel=1e-6)
 
 
+def test_operating_point_is_the_best_dev_map_among_weights_over_the_unseen_floor():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from codiesp_all_codes import operating_point
+
+    # (λ, β) -> dev MAP and dev MAP over codes absent from train, as the benchmark's grid gives them
+    dev_map = {(0.0, 1.0): 0.30, (48.0, 2.0): 0.35, (96.0, 2.0): 0.33, (64.0, 1.0): 0.32, (96.0, 1.0): 0.33,
+               (128.0, 0.0): 0.16}
+    dev_unseen_map = {(0.0, 1.0): 0.003, (48.0, 2.0): 0.015, (96.0, 2.0): 0.048, (64.0, 1.0): 0.042,
+                      (96.0, 1.0): 0.061, (128.0, 0.0): 0.079}
+    assert operating_point(dev_map, dev_unseen_map, 0.03) == (96.0, 1.0)  # tie on dev MAP: the smaller β
+    assert operating_point(dev_map, dev_unseen_map, 0.061) == (96.0, 1.0)  # the floor itself counts as reached
+    assert operating_point(dev_map, dev_unseen_map, 0.07) == (128.0, 0.0)  # the only one over the floor
+    assert operating_point(dev_map, dev_unseen_map, 0.0) == (48.0, 2.0)  # no floor: the best dev MAP
+    assert operating_point(dev_map, dev_unseen_map, 0.08) is None
+
 def test_background_texts_leave_out_those_that_overlap_dev_or_test():
     with gzip.open(shipped_folder() / "background.jsonl.gz", "rt", encoding="utf-8") as lines:
         background = {record["id"]: record["text_en"] for record in map(json.loads, lines)}
