@@ -178,7 +178,7 @@ def rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, r
             dev_combined_map[match_weight, weight] = mean_average_precision(combined, dev_gold, dev_totals)
             dev_combined_unseen_map[match_weight, weight] = mean_average_precision(combined, dev_unseen, dev_unseen_totals)
     best_match_weight = max(TERM_MATCH_WEIGHTS, key=lambda match_weight: (dev_combined_map[match_weight, 0.0], -match_weight))
-    best_pair = max(dev_combined_map, key=lambda pair: (dev_combined_map[pair], -pair[0], -pair[1]))
+    best_pair = operating_point(dev_combined_map, dev_combined_unseen_map, 0.0)  # no floor: the best dev MAP
     floor_pair = operating_point(dev_combined_map, dev_combined_unseen_map, UNSEEN_MAP_FLOOR)
 
     dev_map = {weight: dev_combined_map[0.0, weight] for weight in PRIOR_WEIGHTS}
