@@ -180,9 +180,6 @@ def test_mean_average_precision_by_hand():
 def test_term_matching_scores_each_code_by_its_closest_term():
     # benchmarks/codiesp_all_codes.py's matcher without training: codes with 1 to 3 terms side by side,
     # so a term scored under its neighbour's code would show; 120 notes, so more than one block of 50
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
     from codiesp_all_codes import term_match_scores
 
     codes = ["A", "B", "C", "D"]
@@ -206,9 +203,6 @@ def test_term_matching_scores_each_code_by_its_closest_term():
 
 
 def test_operating_point_is_the_best_dev_map_among_weights_over_the_unseen_floor():
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
     from codiesp_all_codes import operating_point
 
     # (λ, β) -> dev MAP and dev MAP over codes absent from train, as the benchmark's grid gives them
@@ -221,6 +215,7 @@ def test_operating_point_is_the_best_dev_map_among_weights_over_the_unseen_floor
     assert operating_point(dev_map, dev_unseen_map, 0.07) == (128.0, 0.0)  # the only one over the floor
     assert operating_point(dev_map, dev_unseen_map, 0.0) == (48.0, 2.0)  # no floor: the best dev MAP
     assert operating_point(dev_map, dev_unseen_map, 0.08) is None
+
 
 def test_background_texts_leave_out_those_that_overlap_dev_or_test():
     with gzip.open(shipped_folder() / "background.jsonl.gz", "rt", encoding="utf-8") as lines:

@@ -96,16 +96,11 @@ def test_evidence_scores_by_hand():
 
 def test_evidence_benchmark_scores_a_model_on_mdace(tmp_path):
     # benchmarks/evidence.py --mdace, end to end, with a small random model that knows three MDACE codes
-    import sys
-    from pathlib import Path
-
     import torch
 
+    from evidence import mdace_scores
     from modeling_msmn import ICDCodingPipeline, MSMNConfig, MSMNForSequenceClassification, build_code_term_ids
     from modeling_msmn import build_tokenizer, build_vocabulary
-
-    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
-    from evidence import mdace_scores
 
     write_notes(tmp_path / "mimic")
     terms = {"401.9": ["Unspecified essential hypertension"], "428.0": ["Congestive heart failure, unspecified"],
