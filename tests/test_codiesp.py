@@ -233,6 +233,32 @@ def test_operating_point_is_the_best_dev_map_among_weights_over_the_unseen_floor
     assert operating_point(dev_map, dev_unseen_map, 0.08) is None
 
 
+def test_pareto_frontier_keeps_the_weights_no_others_beat_on_both_dev_maps():
+    from codiesp_all_codes import pareto_frontier
+
+    # (λ, β) -> dev MAP and dev MAP over codes absent from train; (160, 0) equals (128, 0) on both
+    dev_map = {(0.0, 1.0): 0.30, (48.0, 2.0): 0.35, (96.0, 2.0): 0.33, (64.0, 1.0): 0.32, (96.0, 1.0): 0.33,
+               (128.0, 0.0): 0.16, (160.0, 0.0): 0.16}
+    dev_unseen_map = {(0.0, 1.0): 0.003, (48.0, 2.0): 0.015, (96.0, 2.0): 0.048, (64.0, 1.0): 0.042,
+                      (96.0, 1.0): 0.061, (128.0, 0.0): 0.079, (160.0, 0.0): 0.079}
+    assert pareto_frontier(dev_map, dev_unseen_map) == [(48.0, 2.0), (96.0, 1.0), (128.0, 0.0)]
+
+
+def test_unseen_map_filtered_and_its_bootstrap_interval():
+    from codiesp_all_codes import bootstrap_interval, ranking_metrics
+
+    # two notes over codes A–E; train has A and B. Note 1: gold A (seen) at rank 1, C (unseen) at rank 3
+    # behind D; note 2: gold E (unseen) at rank 2 behind B (not gold)
+    scores = np.array([[0.9, 0.1, 0.5, 0.7, 0.0], [0.0, 0.8, 0.1, 0.2, 0.6]], dtype=np.float32)
+    records = [{"diagnosis_codes": ["A", "C"]}, {"diagnosis_codes": ["E"]}]
+    metrics = ranking_metrics(scores, records, ["A", "B", "C", "D", "E"], {"A", "B"})
+    assert metrics["map_unseen_codes"] == pytest.approx((1 / 3 + 1 / 2) / 2)
+    assert metrics["map_unseen_codes_filtered"] == pytest.approx((1 / 2 + 1 / 2) / 2)  # A left out: C at rank 2
+    # resampling two notes draws both from one note a quarter of the time each: the interval spans them
+    assert metrics["map_unseen_codes_95_interval"] == (0.3333, 0.5)
+    assert bootstrap_interval(np.full(40, 0.25)) == (0.25, 0.25)
+
+
 def test_background_texts_leave_out_those_that_overlap_dev_or_test():
     with gzip.open(shipped_folder() / "background.jsonl.gz", "rt", encoding="utf-8") as lines:
         background = {record["id"]: record["text_en"] for record in map(json.loads, lines)}
