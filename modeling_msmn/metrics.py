@@ -144,6 +144,11 @@ def average_precisions(scores: np.ndarray, gold: list[list[int]], num_gold: list
             continue
         if len(set(document_gold)) > total:
             raise ValueError("mean_average_precision: a document has more gold codes in the label set than in total.")
+        if any(not 0 <= code < scores.shape[1] for code in document_gold):
+            raise ValueError(
+                f"mean_average_precision: a gold index is outside the label set's 0..{scores.shape[1] - 1}; "
+                "give gold codes as indices into the scores' columns (codes outside the label set go in num_gold only)."
+            )
         ranks = np.sort([_rank(document_scores, code) for code in set(document_gold)])  # 1-based
         precisions = np.arange(1, len(ranks) + 1) / ranks
         values.append(precisions.sum() / total)

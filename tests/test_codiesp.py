@@ -175,6 +175,9 @@ def test_mean_average_precision_by_hand():
     assert mean_average_precision(scores[:1], [[0, 3]]) == pytest.approx((1 + 2 / 3) / 2)
     with pytest.raises(ValueError, match="one gold list"):
         mean_average_precision(scores, [[0]])
+    for outside in (-1, 4):  # -1 would otherwise rank the last column, 4 fail with numpy's IndexError
+        with pytest.raises(ValueError, match=r"a gold index is outside the label set's 0\.\.3"):
+            mean_average_precision(scores[:1], [[0, outside]])
 
 
 def test_mean_average_precision_ranks_as_a_stable_sort_with_nan_last():
