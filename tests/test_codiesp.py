@@ -262,6 +262,63 @@ def test_unseen_map_filtered_and_its_bootstrap_interval():
     assert bootstrap_interval(np.full(40, 0.25)) == (0.25, 0.25)
 
 
+def test_rank_candidates_chooses_both_operating_points_on_dev(tokenizer, monkeypatch):
+    # the benchmark's whole ranking on a small untrained model: conftest's 4 codes are the train codes,
+    # 10 more are absent from train
+    import codiesp_all_codes
+    from codiesp_all_codes import rank_candidates, ranking_metrics, score_notes, term_match_scores
+
+    from conftest import CODE_TERMS, make_model
+
+    # each note names an unseen gold code by one word that a non-gold unseen code's term shares (so
+    # that their order, and the unseen MAP, varies with MSMN's logits), and paraphrases a train code in
+    # words of another unseen code's term (so that term matching ranks that one above it and the prior
+    # lifts it back)
+    unseen_terms = {"K35.80": ["acute appendicitis"], "N18.6": ["end stage renal disease"], "H66.90": ["otitis media"],
+                    "K35.89": ["other appendicitis"], "N28.9": ["renal disorder"], "H65.90": ["otitis, serous"],
+                    "R73.9": ["high blood sugar"], "R07.9": ["chest pain, unspecified"], "R05.9": ["cough, unspecified"],
+                    "R68.0": ["low body temperature"]}
+    mentions = {"K35.80": "appendicitis", "N18.6": "renal", "H66.90": "otitis"}
+    paraphrases = {"E11.65": "high sugar levels", "I21.4": "chest pain, troponin raised",
+                   "J18.9": "lung infiltrate with cough", "R50.9": "body temperature 39C"}
+    codes, code_terms = sorted(CODE_TERMS) + sorted(unseen_terms), {**CODE_TERMS, **unseen_terms}
+    notes = [(f"Admitted for {mention}; {paraphrase}.", [unseen_code, seen_code])
+             for unseen_code, mention in mentions.items() for seen_code, paraphrase in paraphrases.items()]
+    records = [{"text_en": text, "diagnosis_codes": gold} for text, gold in notes]
+    splits = {"dev": records[::2], "test": records[1::2]}
+    train_counts = {"E11.65": 3, "I21.4": 2, "J18.9": 1, "R50.9": 1}
+    reference = ["The patient was discharged home.", "Blood pressure was normal.", "No allergies known."]
+    model = make_model(tokenizer).eval()
+    results = rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, reference, batch_size=4)
+    # each point's test metrics, from the parts recomputed here: MSMN's logits, the term matching with
+    # the n-grams chosen on dev, and the prior
+    test_texts = [record["text_en"] for record in splits["test"]]
+    (ngrams,) = [int(key[-1]) for key in results if key.startswith("term_matching_ngrams_1_to_")]
+    test_match = term_match_scores(codes, code_terms, {"test": test_texts}, reference, (1, ngrams))["test"]
+    prior = np.log1p(np.array([train_counts.get(code, 0) for code in codes], dtype=np.float32))
+    test_msmn = score_notes(model, tokenizer, test_texts, batch_size=4)
+
+    frontier = results["dev_frontier_of_msmn_plus_term_matching_with_prior"]
+    assert [entry["dev_map"] for entry in frontier] == sorted((entry["dev_map"] for entry in frontier), reverse=True)
+    for entry in (results["operating_point"], results["operating_point_with_margin"], *frontier):
+        lower, upper = entry["dev_map_unseen_codes_95_interval"]
+        assert lower <= entry["dev_map_unseen_codes"] <= upper
+        test_scores = test_msmn + entry["term_match_weight"] * test_match + entry["prior_weight"] * prior
+        assert entry["test"] == ranking_metrics(test_scores, splits["test"], codes, set(train_counts))
+
+    # a floor that a trade-off point reaches on dev's unseen MAP but not on its interval's lower end
+    # (just under its rounded figure): the operating point may take that point, the one with the
+    # margin may not
+    (floor,) = [entry["dev_map_unseen_codes"] - 1e-4 for entry in frontier
+                if entry["dev_map_unseen_codes_95_interval"][0] < entry["dev_map_unseen_codes"] - 1e-4][:1]
+    monkeypatch.setattr(codiesp_all_codes, "UNSEEN_MAP_FLOOR", floor)
+    results = rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, reference, batch_size=4)
+    point, with_margin = results["operating_point"], results["operating_point_with_margin"]
+    assert point["dev_map_unseen_codes"] >= floor > point["dev_map_unseen_codes_95_interval"][0]
+    assert with_margin["dev_map_unseen_codes_95_interval"][0] >= floor
+    assert with_margin["dev_map"] < point["dev_map"]  # the margin costs dev MAP
+
+
 def test_background_texts_leave_out_those_that_overlap_dev_or_test():
     with gzip.open(shipped_folder() / "background.jsonl.gz", "rt", encoding="utf-8") as lines:
         background = {record["id"]: record["text_en"] for record in map(json.loads, lines)}
