@@ -66,7 +66,19 @@ class DataArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "keep the first N train documents"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "keep the first N dev and test documents"})
     min_count: int = field(default=1, metadata={"help": "minimum count of a training-note word in the vocabulary"})
-    word2vec: Path | None = field(default=None, metadata={"help": "pre-trained gensim model or word2vec text file"})
+    min_notes: int = field(
+        default=1,
+        metadata={"help": "a training-note word enters the vocabulary only if at least this many distinct training "
+                          "notes hold it (keeps a name or id of a single note out of the published tokenizer)"},
+    )
+    word2vec: Path | None = field(
+        default=None, metadata={"help": "pre-trained vectors: a word2vec text (.txt, .vec) or binary (.bin) file"}
+    )
+    trust_pickle: bool = field(
+        default=False,
+        metadata={"help": "allow --word2vec to be a gensim model (.model, .kv): loading one runs pickle, which can "
+                          "execute arbitrary code"},
+    )
     word2vec_epochs: int | None = field(
         default=None, metadata={"help": f"word2vec passes; default 10, or 100 below {SMALL_WORD2VEC_CORPUS} texts"}
     )
@@ -140,32 +152,64 @@ class MSMNTrainingArguments(TrainingArguments):
 
 
 def word2vec_vectors(args: DataArguments, tokenizer, texts: list[str], embedding_dim: int, seed: int):
-    """Word2vec CBOW vectors trained on `texts`, cached by their content; or those of a given gensim
-    model / word2vec text file."""
+    """Word2vec CBOW vectors of the vocabulary's words, trained on `texts` and cached by their content;
+    or those of the file given with --word2vec."""
     from gensim.models import KeyedVectors, Word2Vec
 
     if args.word2vec is not None:
-        if not args.word2vec.is_file():
-            raise InputError(f"--word2vec {args.word2vec}: no such file (a gensim model or a word2vec text file).")
-        if args.word2vec.suffix in (".txt", ".vec"):
-            return KeyedVectors.load_word2vec_format(str(args.word2vec), binary=False)
-        loaded = Word2Vec.load(str(args.word2vec)) if args.word2vec.suffix == ".model" else KeyedVectors.load(str(args.word2vec))
-        return getattr(loaded, "wv", loaded)
+        return read_word2vec(args.word2vec, args.trust_pickle)
     from datasets import config as datasets_config
 
+    vocab = tokenizer.convert_ids_to_tokens(range(len(tokenizer)))
     digest = hashlib.sha256(f"{embedding_dim}:{args.min_count}:{args.word2vec_epochs}:{seed}".encode())
+    digest.update("\n".join(sorted(vocab)).encode())
     for text in texts:
         digest.update(hashlib.sha256(text.encode()).digest())
-    cache = Path(datasets_config.HF_DATASETS_CACHE) / "msmn_word2vec" / f"{digest.hexdigest()[:20]}.kv"
+    # word2vec binary format: reading it runs no code, unlike a gensim pickle
+    cache = Path(datasets_config.HF_DATASETS_CACHE) / "msmn_word2vec" / f"{digest.hexdigest()[:20]}.bin"
     if cache.is_file():
-        logger.info("word2vec: vectors read from the cache %s", cache)
-        return KeyedVectors.load(str(cache))
+        try:
+            vectors = KeyedVectors.load_word2vec_format(str(cache), binary=True)
+            logger.info("word2vec: vectors read from the cache %s", cache)
+            return vectors
+        except (ValueError, EOFError, UnicodeDecodeError):
+            logger.warning("word2vec: the cache %s is damaged; training the vectors again", cache)
     logger.info("word2vec: %d passes over %d texts", args.word2vec_epochs, len(texts))
     sentences = [split_words(text, tokenizer) for text in texts]  # as the saved tokenizer splits them
     model = Word2Vec(sentences, vector_size=embedding_dim, window=5, min_count=args.min_count, sg=0,
                      epochs=args.word2vec_epochs, seed=seed, workers=1)
-    write_atomically(cache, model.wv.save)
-    return model.wv
+    kept = [word for word in vocab if word in model.wv.key_to_index]  # no word outside the vocabulary is cached
+    vectors = KeyedVectors(embedding_dim)
+    if kept:
+        vectors.add_vectors(kept, model.wv[kept])
+        for word in kept:
+            vectors.set_vecattr(word, "count", model.wv.get_vecattr(word, "count"))
+    write_atomically(cache, lambda file: vectors.save_word2vec_format(file.name, binary=True))  # gensim opens the path
+    return vectors
+
+
+def read_word2vec(path: Path, trust_pickle: bool):
+    """Vectors of a word2vec text (.txt, .vec) or binary (.bin) file; a gensim model (.model, .kv) only
+    with `trust_pickle`, since gensim stores those as pickles."""
+    from gensim.models import KeyedVectors, Word2Vec
+
+    if not path.is_file():
+        raise InputError(f"--word2vec {path}: no such file (a word2vec text file .txt/.vec or binary file .bin).")
+    if path.suffix in (".txt", ".vec", ".bin"):
+        try:
+            return KeyedVectors.load_word2vec_format(str(path), binary=path.suffix == ".bin")
+        except (ValueError, EOFError, UnicodeDecodeError) as error:
+            raise InputError(f"--word2vec {path}: not a readable word2vec {'binary' if path.suffix == '.bin' else 'text'} "
+                             f"file ({type(error).__name__}); check the file, or save the vectors with gensim's "
+                             "save_word2vec_format.") from None
+    if not trust_pickle:
+        raise InputError(
+            f"--word2vec {path} is not a word2vec text (.txt, .vec) or binary (.bin) file: it is read as a pickled "
+            "gensim model. Loading it runs pickle, which can execute arbitrary code. If you trust the file, run again "
+            "with --trust_pickle, or save its vectors with gensim's save_word2vec_format and pass that file."
+        )
+    loaded = Word2Vec.load(str(path)) if path.suffix == ".model" else KeyedVectors.load(str(path))
+    return getattr(loaded, "wv", loaded)
 
 
 def embedding_matrix(vectors, vocab: list[str], embedding_dim: int, seed: int) -> torch.Tensor:
@@ -362,7 +406,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     term_words = [word for code in data.codes for term in data.code_terms[code] for word in split_words(term)]
     term_words += [word for term in candidate_term_list for word in split_words(term)]
     train_texts = data.splits["train"]["text"]
-    vocab = build_vocabulary(train_texts, data_args.min_count, term_words)
+    vocab = build_vocabulary(train_texts, data_args.min_count, term_words, min_texts=data_args.min_notes)
     tokenizer = build_tokenizer(vocab, model_max_length=settings.max_note_tokens)
     term_seed = None if data_args.term_seed < 0 else data_args.term_seed
     term_ids, terms = build_code_term_ids(tokenizer, data.codes, data.code_terms, settings.num_synonyms,
@@ -406,26 +450,28 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
 
-    results = {}
+    results, dev_results = {}, {}
     if "validation" in encoded:  # every process predicts its share; the Trainer gathers them
         probabilities, labels = probabilities_and_labels(trainer.predict(encoded["validation"]))
         trainer.model.config.threshold = min(max(tune_threshold(probabilities, labels), 1e-6), 1 - 1e-6)
+        dev_results = icd_metrics(probabilities, labels, trainer.model.config.threshold)
     if "test" in encoded:
         probabilities, labels = probabilities_and_labels(trainer.predict(encoded["test"]))
         train_codes = {code for document in data.splits["train"]["labels"] for code in document}
         results = test_report(probabilities, labels, data.splits["test"]["gold_codes"], data.codes, train_codes,
                               trainer.model.config.threshold)
     if trainer.is_world_process_zero():
-        save_checkpoint(trainer, results, data.card, push_to_hub)
+        save_checkpoint(trainer, results, dev_results, data.card, push_to_hub)
     return results
 
 
-def save_checkpoint(trainer, results, card, push_to_hub):
+def save_checkpoint(trainer, results, dev_results, card, push_to_hub):
     folder = Path(trainer.args.output_dir)
     # through the pipeline: the folder also gets the pipeline's code and its entry in the config
     ICDCodingPipeline(model=trainer.model, tokenizer=trainer.processing_class).save_pretrained(folder)
     (folder / "training_args.json").write_text(trainer.args.to_json_string(), encoding="utf-8")
     (folder / "test_results.json").write_text(json.dumps(results, indent=2))
+    (folder / "dev_results.json").write_text(json.dumps(dev_results, indent=2))
     repo = trainer.args.hub_model_id or folder.name
     model_card(trainer.model.config, results, card, repo).save(folder / "README.md")
     if results:

@@ -133,15 +133,24 @@ def build_vocabulary(
     extra_words: Iterable[str] = (),
     pad_token: str = PAD_TOKEN,
     unk_token: str = UNK_TOKEN,
+    min_texts: int = 1,
 ) -> list[str]:
-    """`[pad_token, unk_token]`, then the words of `texts` seen at least `min_count` times (most
-    frequent first, ties in first-seen order), then the `extra_words` (e.g. the words of all code
-    terms) not already present."""
-    counts = Counter()
+    """`[pad_token, unk_token]`, then the words of `texts` seen at least `min_count` times in all
+    and in at least `min_texts` distinct texts (most frequent first, ties in first-seen order), then
+    the `extra_words` (e.g. the words of all code terms) not already present.
+
+    `min_texts` keeps out the words of a single note (a name that escaped de-identification, an
+    id): they would otherwise be published with the tokenizer."""
+    counts, text_counts = Counter(), Counter()
     for text in texts:
-        counts.update(split_words(text))
+        words = split_words(text)
+        counts.update(words)
+        text_counts.update(set(words))
     vocab = [pad_token, unk_token]
-    vocab += [word for word, count in counts.most_common() if count >= min_count and word not in (pad_token, unk_token)]
+    vocab += [
+        word for word, count in counts.most_common()
+        if count >= min_count and text_counts[word] >= min_texts and word not in (pad_token, unk_token)
+    ]
     seen = set(vocab)
     for word in extra_words:
         if word not in seen:

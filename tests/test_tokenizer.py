@@ -78,6 +78,15 @@ def test_vocabulary_order_and_min_count():
     assert vocab == ["[PAD]", "[UNK]", "b", "a", "z"]
 
 
+def test_vocabulary_keeps_words_of_one_note_out():
+    """A word repeated inside one note only (a name, an id) stays out at min_texts=2; a code-term word
+    enters regardless."""
+    notes = ["smith smith cough", "cough fever", "fever 12ab"]
+    vocab = build_vocabulary(notes, min_texts=2, extra_words=["anaemia"])
+    assert vocab == ["[PAD]", "[UNK]", "cough", "fever", "anaemia"]
+    assert "smith" in build_vocabulary(notes) and "12ab" in build_vocabulary(notes)
+
+
 def test_bad_vocabulary():
     with pytest.raises(ValueError, match="pad_token"):
         build_tokenizer(["[UNK]", "a"])

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -336,3 +337,56 @@ def test_command_line_wins_over_the_preset_also_with_a_default_value():
     assert train.parse_arguments([])[0].dataset_config == "codiesp-d-50"  # the default preset
     with pytest.raises(train.InputError, match=r"unknown arguments \[.--no_such_option."):
         train.parse_arguments(["--no_such_option", "1"])
+
+
+class _Payload:
+    """Unpickling this touches `marker`: it shows whether a file was ever unpickled."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_word2vec_never_unpickles_without_consent(tokenizer, tmp_path, monkeypatch, caplog):
+    import pickle
+
+    import datasets
+    from gensim.models import KeyedVectors
+
+    from conftest import NOTES
+
+    marker = tmp_path / "payload-ran"
+    payload = pickle.dumps(_Payload(marker))
+    planted = tmp_path / "vectors.kv"
+    planted.write_bytes(payload)
+    with pytest.raises(train.InputError, match="runs pickle, which can execute arbitrary code.*--trust_pickle"):
+        train.word2vec_vectors(train.DataArguments(word2vec=planted), tokenizer, NOTES, 4, seed=0)
+    (tmp_path / "vectors.bin").write_bytes(payload)
+    with pytest.raises(train.InputError, match="vectors.bin: not a readable word2vec binary file"):
+        train.word2vec_vectors(train.DataArguments(word2vec=tmp_path / "vectors.bin"), tokenizer, NOTES, 4, seed=0)
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
+    args = train.DataArguments(word2vec_epochs=1)
+    texts = NOTES + ["a rare word zyxwv once"]
+    trained = train.word2vec_vectors(args, tokenizer, texts, 4, seed=0)
+    [cache] = (tmp_path / "cache" / "msmn_word2vec").iterdir()
+    assert set(KeyedVectors.load_word2vec_format(str(cache), binary=True).key_to_index) <= set(tokenizer.get_vocab())
+    assert "zyxwv" not in trained.key_to_index  # word2vec saw it, but the cache keeps the vocabulary's words only
+    cache.write_bytes(payload)  # someone who can write to a shared HF_HOME plants a pickle at the cache's name
+    cache.with_suffix(".kv").write_bytes(payload)  # and at the name of gensim's own format
+    with caplog.at_level("WARNING", logger="msmn.train"):
+        again = train.word2vec_vectors(args, tokenizer, texts, 4, seed=0)
+    assert "is damaged; training the vectors again" in caplog.text
+    assert not marker.exists()
+    assert again.key_to_index == trained.key_to_index
+    read_back = train.word2vec_vectors(args, tokenizer, texts, 4, seed=0)
+    np.testing.assert_array_equal(read_back.vectors, again.vectors)
+
+    trusted = KeyedVectors(4)
+    trusted.add_vectors(["cough"], np.ones((1, 4), dtype=np.float32))
+    trusted.save(str(tmp_path / "trusted.kv"))
+    loaded = train.word2vec_vectors(train.DataArguments(word2vec=tmp_path / "trusted.kv", trust_pickle=True),
+                                    tokenizer, NOTES, 4, seed=0)
+    assert loaded.key_to_index == {"cough": 0}
