@@ -48,6 +48,8 @@ DEFAULT_PRESET = "codiesp-d-50"  # without a preset and without data arguments
 # Word2vec from a few hundred notes needs many more passes: on CodiEsp's 500 Spanish training notes
 # (no background set), dev P@5 after 8 epochs is 0.16, 0.28 and 0.39 with 10, 30 and 100 passes.
 SMALL_WORD2VEC_CORPUS = 2000
+# what gensim's word2vec reader raises on a damaged, truncated or foreign file
+UNREADABLE_WORD2VEC = (ValueError, EOFError, UnicodeDecodeError)
 
 
 @dataclass
@@ -172,7 +174,7 @@ def word2vec_vectors(args: DataArguments, tokenizer, texts: list[str], embedding
             vectors = KeyedVectors.load_word2vec_format(str(cache), binary=True)
             logger.info("word2vec: vectors read from the cache %s", cache)
             return vectors
-        except (ValueError, EOFError, UnicodeDecodeError):
+        except UNREADABLE_WORD2VEC:
             logger.warning("word2vec: the cache %s is damaged; training the vectors again", cache)
     logger.info("word2vec: %d passes over %d texts", args.word2vec_epochs, len(texts))
     sentences = [split_words(text, tokenizer) for text in texts]  # as the saved tokenizer splits them
@@ -198,7 +200,7 @@ def read_word2vec(path: Path, trust_pickle: bool):
     if path.suffix in (".txt", ".vec", ".bin"):
         try:
             return KeyedVectors.load_word2vec_format(str(path), binary=path.suffix == ".bin")
-        except (ValueError, EOFError, UnicodeDecodeError) as error:
+        except UNREADABLE_WORD2VEC as error:
             raise InputError(f"--word2vec {path}: not a readable word2vec {'binary' if path.suffix == '.bin' else 'text'} "
                              f"file ({type(error).__name__}); check the file, or save the vectors with gensim's "
                              "save_word2vec_format.") from None
