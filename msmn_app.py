@@ -7,7 +7,9 @@ reject some, add others, export the result.
 The page codes the note with the `icd-coding` pipeline (codes above the checkpoint's tuned threshold,
 or the top k), shows the note with the selected code's evidence marked (darker: more attention), and
 exports the reviewed codes as JSON and CSV. The code encoding is computed once at start-up. Note text
-never goes to the logs: messages give counts and offsets only.
+never goes to the logs: messages give counts and offsets only. Every file that holds note text or
+codes (Gradio's uploads and the exports) lives in one temporary folder of the app, removed when the
+app stops: on exit, Ctrl-C (SIGINT) or SIGTERM (`kill`, `docker stop`, a Space restart).
 
 The review state, the code search and the export are plain Python, tested without a browser.
 """
@@ -20,11 +22,12 @@ import html
 import io
 import json
 import os
+import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
 
-import gradio as gr
 import torch
 from huggingface_hub import ModelCard, snapshot_download
 from huggingface_hub.errors import HFValidationError
@@ -41,6 +44,9 @@ EXAMPLE_IDS = [  # CodiEsp test reports with several of the 50 most frequent cod
     "S1130-01082009000500011-1",
 ]
 EXPORT_FIELDS = ["code", "description", "probability", "accepted", "added"]
+# A note longer than this is refused with a message, before any work (a pasted 20 MB text would hold a
+# worker for tens of seconds); the model reads only its first max_note_tokens words in any case.
+MAX_NOTE_CHARS = 200_000
 TABLE_HEADERS = ["code", "description", "prob.", "best synonym", "review"]
 
 
@@ -159,13 +165,18 @@ class CodeSearch:
 # --- coding a note --------------------------------------------------------------------------------------
 
 
-def check_note(coder: ICDCodingPipeline, note: str) -> str:
+def check_note(coder: ICDCodingPipeline, note: str, max_chars: int = MAX_NOTE_CHARS) -> str:
     """'' for a note the model codes in full; a warning for a note longer than the model reads.
 
-    Raises ValueError for a note the model cannot code (empty, or without any word).
+    Raises ValueError for a note the app does not code (empty, without any word, or over `max_chars`).
     """
     if not note.strip():
         raise ValueError("The note is empty: paste a note, upload a .txt file or pick an example.")
+    if len(note) > max_chars:
+        raise ValueError(
+            f"The note has {len(note):,} characters; this app codes notes of up to {max_chars:,}. Code the part "
+            "you need, or start the app with a larger --max-note-chars."
+        )
     encoding = coder.tokenizer(note, return_offsets_mapping=True, return_attention_mask=False)
     num_tokens, max_tokens = len(encoding["input_ids"]), coder.model.config.max_note_tokens
     if num_tokens == 0:
@@ -241,16 +252,19 @@ def model_folder(model: str) -> Path:
 PAGE_STYLE = EVIDENCE_STYLE + "#evidence .note-text { max-height: 32rem; overflow-y: auto; }"
 
 
-def build_page(coder: ICDCodingPipeline, summary: str, examples: list[str]) -> gr.Blocks:
+def build_page(coder: ICDCodingPipeline, summary: str, examples: list[str], exports: Path,
+               max_note_chars: int = MAX_NOTE_CHARS) -> "gradio.Blocks":
+    """The review page; the export files go to folders under `exports`."""
+    import gradio as gr  # imported here, after main has set GRADIO_TEMP_DIR: Gradio reads it once, at import
+
     config = coder.model.config
     search = CodeSearch(list(config.id2label.values()), config.code_terms, config.code_descriptions)
-    exports = tempfile.TemporaryDirectory(prefix="msmn-app-")  # removed when the app exits
 
     def show(review: Review, message: str = ""):
         """Every view of the review: the table, the evidence, the export files and a message."""
         if review.codes:  # one folder per distinct export, so a download never serves another review's file
             exported = export_json(review)
-            folder = Path(exports.name) / hashlib.sha256(exported.encode()).hexdigest()[:20]
+            folder = exports / hashlib.sha256(exported.encode()).hexdigest()[:20]
             folder.mkdir(exist_ok=True)
             (folder / "codes.json").write_text(exported, encoding="utf-8")
             (folder / "codes.csv").write_text(export_csv(review), encoding="utf-8")
@@ -268,7 +282,7 @@ def build_page(coder: ICDCodingPipeline, summary: str, examples: list[str]) -> g
 
     def code_note(note, threshold, top_k, review):
         try:
-            warning = check_note(coder, note)
+            warning = check_note(coder, note, max_note_chars)
         except ValueError as error:
             return show(Review(), f"**{error}**")
         if note != review.note:  # a new note: a new review
@@ -307,8 +321,10 @@ def build_page(coder: ICDCodingPipeline, summary: str, examples: list[str]) -> g
 
     def upload(file):
         try:
-            return utf8_note(Path(file).read_bytes(), Path(file).name), ""
-        except InputError as error:
+            note = utf8_note(Path(file).read_bytes(), Path(file).name)
+            check_note(coder, note, max_note_chars)
+            return note, ""
+        except ValueError as error:  # InputError too
             return gr.Textbox(), f"**{error}**"
 
     # Gradio's copies of the exports (a patient's codes) are deleted after an hour, and at exit.
@@ -361,10 +377,42 @@ def parse_arguments(argv):
     parser.add_argument("model", nargs="?", help=f"checkpoint folder or Hub model id (default: ${MODEL_VARIABLE})")
     parser.add_argument("--model", dest="model_option", help="the same, as an option (python app.py --model ...)")
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
-                        help="address to serve on (default 127.0.0.1; 0.0.0.0 to serve the network)")
-    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+                        help="address to serve on (default: $GRADIO_SERVER_NAME if set, else 127.0.0.1, this machine "
+                             "only; 0.0.0.0 serves the network)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)),
+                        help="port (default: $GRADIO_SERVER_PORT if set, else 7860)")
     parser.add_argument("--device", help="torch device, e.g. cuda:0 (default cpu)")
-    return parser.parse_args(argv)
+    parser.add_argument("--auth", metavar="USER:PASSWORD", action="append", default=[],
+                        help="ask for this login (repeat for more users; visible to others in the process list: "
+                             "prefer --auth-file)")
+    parser.add_argument("--auth-file", type=Path, help="ask for a login: a file of USER:PASSWORD lines")
+    parser.add_argument("--max-note-chars", type=int, default=MAX_NOTE_CHARS,
+                        help=f"refuse longer notes, with a message (default {MAX_NOTE_CHARS:,})")
+    args = parser.parse_args(argv)
+    if args.max_note_chars < 1:
+        parser.error(f"--max-note-chars {args.max_note_chars}: give a number of characters, 1 or more.")
+    return args
+
+
+def logins(pairs: list[str], auth_file: Path | None) -> list[tuple[str, str]]:
+    """(user, password) pairs of --auth and of the lines of --auth-file (blank lines and # comments skipped)."""
+    sources = [("--auth", pair) for pair in pairs]
+    if auth_file is not None:
+        try:
+            lines = auth_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            raise InputError(f"--auth-file {auth_file}: cannot be read ({type(error).__name__}).") from None
+        sources += [(f"--auth-file {auth_file}, line {number}", line.strip()) for number, line in enumerate(lines, 1)
+                    if line.strip() and not line.lstrip().startswith("#")]
+        if not sources:
+            raise InputError(f"--auth-file {auth_file}: holds no USER:PASSWORD line.")
+    pairs = []
+    for source, pair in sources:
+        user, colon, password = pair.partition(":")
+        if not (user and colon and password):  # the message never repeats the line: it may hold a password
+            raise InputError(f"{source}: not USER:PASSWORD (a user name, a colon, a password).")
+        pairs.append((user, password))
+    return pairs
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -373,17 +421,35 @@ def main(argv: list[str] | None = None) -> None:
     if not model:
         sys.exit(f"msmn-app: error: give a checkpoint folder or Hub model id (msmn-app MODEL, or set {MODEL_VARIABLE}).")
     try:
+        auth = logins(args.auth, args.auth_file)
         folder = model_folder(model)
         coder = load_coder(str(folder), args.device)
-    except ValueError as error:  # InputError: not a folder, not an MSMN checkpoint
+    except ValueError as error:  # InputError: not a folder, not an MSMN checkpoint, a bad login file
         sys.exit(f"msmn-app: error: {error}")
     with torch.no_grad():
         coder.model.msmn.code_encoding()  # encoded once here; every click reuses it
     card = model_card_data(folder)
     language = (card.language[0] if isinstance(card.language, list) else card.language) if card and card.language else "en"
-    page = build_page(coder, model_summary(coder, folder, card), example_notes(language))
+    app_folder = Path(tempfile.mkdtemp(prefix="msmn-app-"))  # every file with note text or codes, removed at the end
+    os.environ["GRADIO_TEMP_DIR"] = str(app_folder / "gradio")  # Gradio's uploads and its copies of the exports
+    tempfile.tempdir = str(app_folder)  # and any other temporary file of this process
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
+    try:
+        (app_folder / "exports").mkdir()
+        page = build_page(coder, model_summary(coder, folder, card), example_notes(language), app_folder / "exports",
+                          args.max_note_chars)
+        try:
+            page.launch(server_name=args.host, server_port=args.port, ssr_mode=False, css=PAGE_STYLE,
+                        auth=auth or None, max_file_size=4 * args.max_note_chars)  # UTF-8: ≤ 4 bytes a character
+        except KeyboardInterrupt:  # SIGINT or SIGTERM while launch was starting up (later, launch handles it)
+            page.close()
+    finally:
+        shutil.rmtree(app_folder, ignore_errors=True)
 
-    page.launch(server_name=args.host, server_port=args.port, ssr_mode=False, css=PAGE_STYLE)
+
+def stop_on_sigterm(signum, frame):
+    """SIGTERM stops the app as Ctrl-C does: Gradio closes the server, and main removes the app's folder."""
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

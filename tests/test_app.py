@@ -8,10 +8,12 @@ import csv
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -135,6 +137,87 @@ def test_start_up_refuses_a_folder_that_is_not_an_msmn_checkpoint(tmp_path):
     assert result.returncode != 0 and "give a checkpoint folder or Hub model id" in result.stderr
 
 
+def test_login_file_errors_name_the_line_and_never_the_password(tmp_path):
+    (tmp_path / "logins").write_text("# coders\ncoder:s3cret pass\n\nreviewer\n")
+    with pytest.raises(InputError, match="logins, line 4: not USER:PASSWORD") as error:
+        msmn_app.logins([], tmp_path / "logins")
+    assert "s3cret" not in str(error.value) and "reviewer" not in str(error.value)
+    (tmp_path / "logins").write_text("# coders\ncoder:s3cret pass\n")
+    assert msmn_app.logins(["chief:x:y"], tmp_path / "logins") == [("chief", "x:y"), ("coder", "s3cret pass")]
+    with pytest.raises(InputError, match="--auth: not USER:PASSWORD"):
+        msmn_app.logins([":nouser"], None)
+    (tmp_path / "comments").write_text("# nobody\n")
+    with pytest.raises(InputError, match="comments: holds no USER:PASSWORD line"):
+        msmn_app.logins([], tmp_path / "comments")
+    with pytest.raises(InputError, match="missing: cannot be read"):
+        msmn_app.logins([], tmp_path / "missing")
+
+
+def test_a_note_over_the_size_limit_is_refused_with_a_message(tokenizer):
+    coder = ICDCodingPipeline(model=make_model(tokenizer), tokenizer=tokenizer, task="icd-coding")
+    assert msmn_app.check_note(coder, "fever " * 10, max_chars=60) == ""
+    with pytest.raises(ValueError, match="The note has 61 characters; this app codes notes of up to 60"):
+        msmn_app.check_note(coder, "fever " * 10 + "x", max_chars=60)
+
+
+@pytest.fixture
+def small_checkpoint(tokenizer, tmp_path):
+    """An untrained MSMN checkpoint folder (the app serves it as any other)."""
+    folder = tmp_path / "checkpoint"
+    ICDCodingPipeline(model=make_model(tokenizer), tokenizer=tokenizer, task="icd-coding").save_pretrained(folder)
+    return folder
+
+
+def upload_note(url: str, text: str, cookie: str | None = None) -> int:
+    """Uploads a .txt note as the page's upload button does; the HTTP status."""
+    body = (b'--b\r\nContent-Disposition: form-data; name="files"; filename="note.txt"\r\n'
+            b"Content-Type: text/plain\r\n\r\n" + text.encode() + b"\r\n--b--\r\n")
+    headers = {"Content-Type": "multipart/form-data; boundary=b", **({"Cookie": cookie} if cookie else {})}
+    request = urllib.request.Request(url + "gradio_api/upload", data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_sigterm_removes_every_file_of_the_app(small_checkpoint, tmp_path):
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    process, url = start_app(str(small_checkpoint), tmp_path / "server.log", environment={"TMPDIR": str(temporary)})
+    try:
+        assert upload_note(url, "patient with pneumonia and fever") == 200
+        [app_folder] = temporary.iterdir()  # one folder of the app holds everything
+        assert app_folder.name.startswith("msmn-app-")
+        uploaded = [path for path in app_folder.rglob("*") if path.is_file()]
+        assert [path.read_text() for path in uploaded] == ["patient with pneumonia and fever"]
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        process.kill()
+        process.wait()
+    assert list(temporary.iterdir()) == []
+    assert "Traceback" not in (tmp_path / "server.log").read_text()
+
+
+def test_login_is_asked_for(small_checkpoint, tmp_path):
+    (tmp_path / "logins").write_text("coder:s3cret\n")
+    process, url = start_app(str(small_checkpoint), tmp_path / "server.log", options=["--auth-file", str(tmp_path / "logins")])
+    try:
+        assert upload_note(url, "a note") == 401
+        login = urllib.parse.urlencode({"username": "coder", "password": "wrong"}).encode()
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(url + "login", data=login, timeout=30)
+        login = urllib.parse.urlencode({"username": "coder", "password": "s3cret"}).encode()
+        with urllib.request.urlopen(url + "login", data=login, timeout=30) as response:
+            cookie = "; ".join(value.split(";")[0] for value in response.headers.get_all("Set-Cookie"))
+        assert upload_note(url, "a note", cookie) == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    assert "s3cret" not in (tmp_path / "server.log").read_text()
+
+
 # --- the page in a browser -----------------------------------------------------------------------------
 
 
@@ -144,13 +227,13 @@ def free_port() -> int:
         return listener.getsockname()[1]
 
 
-def start_app(model: str, log_path: Path, timeout: float = 180.0):
+def start_app(model: str, log_path: Path, timeout: float = 180.0, options=(), environment=None):
     """(the running `msmn-app` process, its URL), once the page answers; its output goes to `log_path`."""
     port = free_port()
-    environment = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
+    environment = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1", **(environment or {})}
     log = log_path.open("w")
-    process = subprocess.Popen([MSMN_APP, model, "--port", str(port)], stdout=log, stderr=subprocess.STDOUT,
-                               env=environment)
+    process = subprocess.Popen([MSMN_APP, model, "--port", str(port), *options], stdout=log,
+                               stderr=subprocess.STDOUT, env=environment)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
