@@ -15,6 +15,7 @@ repository on PYTHONPATH; the command does it only with `--trust-pickle`.
 """
 
 import argparse
+import pickle
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -142,23 +143,55 @@ def convert_authors_state_dict(
 def load_checkpoint(path: Path, trust_pickle: bool) -> tuple[dict, torch.Tensor | None]:
     """(state dict, term ids or None) from a state-dict file or, with trust_pickle, a pickled IcdModel."""
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # weights_only refuses anything but tensors and plain containers
+        loaded = load_tensors(path)
+    except pickle.UnpicklingError as error:  # weights_only refuses anything but tensors and plain containers
         if not trust_pickle:
             raise SystemExit(
                 f"{path} is not a plain state dict: it is a pickled model. Loading it runs pickle, which can "
                 "execute arbitrary code, and needs the authors' repository (GanjinZero/ICD-MSMN) on PYTHONPATH. "
                 f"If you trust the file, run again with --trust-pickle. ({type(error).__name__})"
             ) from None
-        loaded = torch.load(path, map_location="cpu", weights_only=False)
+        loaded = load_pickled_model(path)
     if isinstance(loaded, Mapping):
         return dict(loaded), None
     term_ids = getattr(loaded, "c_input_word", None)
     return loaded.state_dict(), None if term_ids is None else torch.as_tensor(term_ids)
 
 
+def load_pickled_model(path: Path):
+    """torch.load(path, weights_only=False): runs pickle, only with --trust-pickle."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except ModuleNotFoundError as error:
+        raise SystemExit(f"{path}: the pickled model needs the module {error.name!r}: put the authors' repository "
+                         "(GanjinZero/ICD-MSMN) on PYTHONPATH.") from None
+    except Exception as error:
+        raise SystemExit(f"{path}: damaged or truncated pickle ({type(error).__name__}). Download it again.") from None
+
+
+def load_tensors(path: Path):
+    """torch.load(path, weights_only=True), with a clear error for a missing or damaged file; a pickle that
+    needs more than tensors and plain containers raises pickle.UnpicklingError."""
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such file.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise
+    except Exception as error:  # torch raises RuntimeError, EOFError, KeyError… on a file it cannot read
+        raise SystemExit(
+            f"{path}: damaged, truncated or not a torch file ({path.stat().st_size:,} bytes; {type(error).__name__}). "
+            "Download it again."
+        ) from None
+
+
 def read_lines(path: Path) -> list[str]:
-    lines = path.read_text(encoding="utf-8").splitlines()
+    if not path.is_file():
+        raise SystemExit(f"{path}: no such file.")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise SystemExit(f"{path}: not UTF-8 text; it should hold one entry per line.") from None
     if not lines:
         raise SystemExit(f"{path} is empty: it should hold one entry per line.")
     return lines
@@ -174,13 +207,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--trust-pickle", action="store_true", help="allow loading a pickled model (runs pickle)")
     args = parser.parse_args(argv)
 
+    words, codes = read_lines(args.words), read_lines(args.codes)  # the small files first: bad input fails fast
     state_dict, term_ids = load_checkpoint(args.checkpoint, args.trust_pickle)
     if args.term_ids is not None:
-        term_ids = torch.load(args.term_ids, map_location="cpu", weights_only=True)
+        try:
+            term_ids = load_tensors(args.term_ids)
+        except pickle.UnpicklingError:
+            raise SystemExit(f"{args.term_ids}: not a plain tensor file; save c_input_word with torch.save.") from None
     if term_ids is None:
         raise SystemExit("The checkpoint carries no c_input_word: give the synonym ids with --term-ids.")
-    words = read_lines(args.words)
-    model = convert_authors_state_dict(state_dict, words, read_lines(args.codes), term_ids)
+    model = convert_authors_state_dict(state_dict, words, codes, term_ids)
     tokenizer = build_tokenizer(authors_vocabulary(words), unk_token="**UNK**", pad_token="**PAD**")
     ICDCodingPipeline(model=model, tokenizer=tokenizer).save_pretrained(args.output)
     print(f"Wrote {args.output}: {model.config.num_labels} codes, vocabulary {model.config.vocab_size}.", file=sys.stderr)

@@ -84,6 +84,12 @@ class ICDCodingPipeline(Pipeline):
             raise ValueError("The icd-coding pipeline needs the MSMN tokenizer saved next to the model.")
         super().__init__(model, tokenizer=tokenizer, **kwargs)
 
+    def __call__(self, notes, **kwargs):
+        if isinstance(notes, list) and not notes:  # no notes, no predictions (the arguments are still checked)
+            self._sanitize_parameters(**kwargs)
+            return []
+        return super().__call__(notes, **kwargs)
+
     def _sanitize_parameters(
         self, top_k=None, threshold=None, codes=None, num_evidence=None, max_span_tokens=None, min_evidence_weight=None
     ):

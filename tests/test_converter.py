@@ -159,3 +159,22 @@ def test_bad_state_dicts():
         convert_authors_state_dict(state_dict, WORDS, CODES[:3], term_ids)
     with pytest.raises(ValueError, match="no 'decoder.W.weight'"):
         convert_authors_state_dict({k: v for k, v in state_dict.items() if not k.startswith("decoder.W.")}, WORDS, CODES, term_ids)
+
+
+def test_missing_or_damaged_files_are_named_not_taken_for_pickles(tmp_path):
+    torch.save({"weight": torch.zeros(3)}, tmp_path / "state.pt")
+    whole = (tmp_path / "state.pt").read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "empty.pt").write_bytes(b"")
+    (tmp_path / "words.txt").write_text("\n".join(WORDS))
+    lists = ["--words", str(tmp_path / "words.txt"), "--codes", str(tmp_path / "words.txt"), "--output", str(tmp_path / "out")]
+    for name, message in [("missing.pt", "missing.pt: no such file"),
+                          ("truncated.pt", "truncated.pt: damaged, truncated or not a torch file"),
+                          ("empty.pt", "empty.pt: damaged, truncated or not a torch file (0 bytes")]:
+        for trust in [[], ["--trust-pickle"]]:
+            with pytest.raises(SystemExit, match=re.escape(message)) as error:
+                main(["--checkpoint", str(tmp_path / name), *lists, *trust])
+            assert "pickled model" not in str(error.value)
+    with pytest.raises(SystemExit, match="codes.txt: no such file"):
+        main(["--checkpoint", str(tmp_path / "state.pt"), *lists[:2], "--codes", str(tmp_path / "codes.txt"), *lists[4:]])
+    assert not (tmp_path / "out").exists()

@@ -1,18 +1,21 @@
 """msmn-code: files and stdin in, JSON lines out, clear errors, and an HTML report checked in Chromium."""
 
 import json
+import shutil
 import subprocess
 import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import chromium_path
+import torch
+from conftest import chromium_path, make_model
 from synthetic_corpus import run, synthetic_notes
 from test_pipeline import UNUSUAL_NOTE, assert_same_predictions
 from transformers import pipeline
 
 import msmn_code
+from modeling_msmn import ICDCodingPipeline
 
 MSMN_CODE = str(Path(sys.executable).parent / "msmn-code")  # the console script pyproject.toml installs
 
@@ -81,6 +84,41 @@ def test_bad_inputs_get_clear_errors(synthetic_checkpoint, tmp_path, monkeypatch
     assert result.returncode != 0 and result.stderr.strip().splitlines()[-1].startswith(
         "msmn-code: error: broken.jsonl, line 2: not valid JSON")
     assert "Traceback" not in result.stderr and "Jane" not in result.stderr + result.stdout
+
+
+def test_damaged_checkpoint_folders_get_clear_errors(tokenizer, tmp_path, monkeypatch):
+    whole = tmp_path / "whole"
+    ICDCodingPipeline(model=make_model(tokenizer), tokenizer=tokenizer, task="icd-coding").save_pretrained(whole)
+    weights = (whole / "model.safetensors").read_bytes()
+    config = json.loads((whole / "config.json").read_text())
+    more_codes = {**config, "id2label": {str(index): f"C{index}" for index in range(6)},
+                  "label2id": {f"C{index}": index for index in range(6)}, "code_terms": None, "code_descriptions": None}
+    damages = {
+        "truncated": ("model.safetensors", weights[: len(weights) // 2], "model.safetensors: damaged or truncated"),
+        "empty": ("model.safetensors", b"", "model.safetensors: damaged or truncated (0 bytes)"),
+        "no_weights": ("model.safetensors", None, "no_weights: no model.safetensors (the weights)"),
+        "config_list": ("config.json", b"[1, 2]", "config.json: holds a JSON list, not a model configuration"),
+        "config_broken": ("config.json", b'{"model_type": "msmn",', "config.json: not valid JSON"),
+        "no_tokenizer": ("tokenizer.json", None, "no_tokenizer: no tokenizer.json (the model's vocabulary)"),
+        "more_codes": ("config.json", json.dumps(more_codes).encode(),
+                       "more_codes: config.json does not match model.safetensors (1 of"),
+    }
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "note.txt").write_text("fever and pneumonia")
+    for name, (file, content, message) in damages.items():
+        shutil.copytree(whole, tmp_path / name)
+        if content is None:
+            (tmp_path / name / file).unlink()
+        else:
+            (tmp_path / name / file).write_bytes(content)
+        with pytest.raises(SystemExit) as exit_info:
+            msmn_code.main([name, "note.txt"])
+        assert message in str(exit_info.value.code), name
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="--device cuda: torch finds no CUDA GPU on this machine"):
+            msmn_code.main(["whole", "note.txt", "--device", "cuda"])
+    with pytest.raises(SystemExit, match="--device 'gpu0': not a torch device"):
+        msmn_code.main(["whole", "note.txt", "--device", "gpu0"])
 
 
 class MarkedSpans(HTMLParser):

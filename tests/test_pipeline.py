@@ -160,6 +160,13 @@ def test_empty_unknown_and_mixed_length_notes(tokenizer, caplog):
     assert_same_predictions([coder(note, top_k=2) for note in notes], outputs)
 
 
+def test_no_notes_give_no_predictions(tokenizer):
+    coder = pipeline("icd-coding", model=make_model(tokenizer).eval(), tokenizer=tokenizer, device="cpu")
+    assert coder([]) == [] and coder([], top_k=2) == []
+    with pytest.raises(ValueError, match="top_k must be a positive integer"):
+        coder([], top_k=0)
+
+
 def test_rejects_a_model_that_is_not_msmn(tmp_path):
     bert = BertForSequenceClassification(BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1,
                                                     num_attention_heads=2, intermediate_size=8))
