@@ -98,6 +98,14 @@ class DataArguments:
         metadata={"help": "MSMNConfig settings, e.g. 'num_synonyms=8,rnn_dim=256,score_function=dot'; after the preset's"},
     )
 
+    def __post_init__(self):
+        counts = {"max_train_samples": self.max_train_samples, "max_eval_samples": self.max_eval_samples,
+                  "min_count": self.min_count, "min_notes": self.min_notes}
+        for name, value in counts.items():
+            if value is not None and value < 1:
+                keep_all = " (or leave it out to keep every document)" if name.startswith("max_") else ""
+                raise InputError(f"--{name} {value}: give 1 or more{keep_all}.")
+
     def dataset_options(self) -> dict:
         """The options given for the dataset's `load`."""
         options = {"config": self.dataset_config, "language": self.language, "data_dir": self.data_dir,
@@ -349,6 +357,8 @@ def parse_arguments(argv: list[str]) -> tuple[DataArguments, MSMNTrainingArgumen
     overrides = ",".join(filter(None, [settings.get("config_overrides"), given.get("config_overrides")])) or None
     try:
         return parser.parse_dict({**settings, **given, "config_overrides": overrides})
+    except InputError:  # an argument's own check: its message names it
+        raise
     except ValueError as error:  # e.g. a key that is no argument, in the preset or the file
         raise InputError(f"{'preset ' + preset if preset else argv[0]}: {error}") from None
 

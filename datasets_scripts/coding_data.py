@@ -56,27 +56,70 @@ class CodingData:
     unlabelled_texts: list[str] = field(default_factory=list)
 
     def __post_init__(self):
-        """Checks the shape above, and represents a code without terms by its code string."""
+        """Checks the shape above, drops training notes without text, warns of what looks wrong (with counts,
+        never text), and represents a code without terms by its code string."""
         if "train" not in self.splits:
             raise InputError(f"{self.card.name}: there is no train split.")
-        label_set = set(self.codes)
         for name, split in self.splits.items():
-            missing = [column for column in COLUMNS if column not in split.column_names]
-            if missing:
-                raise InputError(f"{self.card.name}, {name} split: no column {missing}; every dataset has {COLUMNS}.")
-            if len(split) == 0:
-                raise InputError(f"{self.card.name}: the {name} split is empty; it needs at least one document.")
-            unknown = {code for labels in split["labels"] for code in labels} - label_set
-            if unknown:
-                raise InputError(
-                    f"{self.card.name}, {name} split: labels {sorted(unknown)[:5]} are not in the label set; "
-                    "add their terms to the code terms (they define the label set) or drop them from the labels."
-                )
-        without_terms = [code for code in self.codes if not self.code_terms.get(code)]
+            self.check_split(name, split)
+        self.drop_empty_training_notes()
+        self.warn_of_repeated_ids()
+        terms = {code: [term for term in self.code_terms.get(code) or [] if term.strip()] for code in self.codes}
+        without_terms = [code for code in self.codes if not terms[code]]
         if without_terms:
-            logger.warning("%d codes have no terms; they are represented by their code string (e.g. %s)",
-                           len(without_terms), without_terms[:3])
-        self.code_terms = {code: self.code_terms.get(code) or [code] for code in self.codes}
+            logger.warning("%d of %d codes have no terms; each is matched by its code string alone (e.g. %s). Give "
+                           "them at least a description in the code terms.", len(without_terms), len(self.codes),
+                           without_terms[:3])
+        self.code_terms = {code: terms[code] or [code] for code in self.codes}
+
+    def check_split(self, name: str, split: datasets.Dataset) -> None:
+        missing = [column for column in COLUMNS if column not in split.column_names]
+        if missing:
+            raise InputError(f"{self.card.name}, {name} split: no column {missing}; every dataset has {COLUMNS}.")
+        if len(split) == 0:
+            raise InputError(f"{self.card.name}: the {name} split is empty; it needs at least one document.")
+        labels = split["labels"]
+        unknown = {code for codes in labels for code in codes} - set(self.codes)
+        if unknown:
+            raise InputError(
+                f"{self.card.name}, {name} split: labels {sorted(unknown)[:5]} are not in the label set; "
+                "add their terms to the code terms (they define the label set) or drop them from the labels."
+            )
+        if not any(labels):
+            message = f"{self.card.name}: no document of the {name} split has a code of the label set"
+            if name == "train":
+                raise InputError(message + "; there is nothing to learn. Check the labels of the training file.")
+            logger.warning("%s: its metrics (and a threshold tuned on it) mean nothing.", message)
+        empty = sum(not text.strip() for text in split["text"])
+        if empty and name != "train":
+            logger.warning("%s: %d of %d documents of the %s split have no text; they are kept and scored.",
+                           self.card.name, empty, len(split), name)
+
+    def drop_empty_training_notes(self) -> None:
+        train = self.splits["train"]
+        kept = [index for index, text in enumerate(train["text"]) if text.strip()]
+        if len(kept) < len(train):
+            if not kept:
+                raise InputError(f"{self.card.name}: every document of the train split is empty (no text).")
+            logger.warning("%s: dropped %d of %d training documents that have no text (empty or only spaces).",
+                           self.card.name, len(train) - len(kept), len(train))
+            self.splits["train"] = train.select(kept)
+
+    def warn_of_repeated_ids(self) -> None:
+        """Counts ids that repeat within a split, and ids shared by two splits (the same note twice?)."""
+        ids = {name: split["id"] for name, split in self.splits.items()}
+        for name, split_ids in ids.items():
+            repeated = len(split_ids) - len(set(split_ids))
+            if repeated:
+                logger.warning("%s: %d documents of the %s split repeat an id of that split.",
+                               self.card.name, repeated, name)
+        names = list(ids)
+        for position, first in enumerate(names):
+            for second in names[position + 1:]:
+                shared = len(set(ids[first]) & set(ids[second]))
+                if shared:
+                    logger.warning("%s: %d ids are in both the %s and the %s split; if they are the same notes, "
+                                   "the %s metrics are inflated.", self.card.name, shared, first, second, second)
 
     def limit(self, train: int | None = None, evaluation: int | None = None) -> None:
         """Keeps the first `train` training documents and the first `evaluation` dev and test documents."""

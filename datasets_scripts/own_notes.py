@@ -21,6 +21,9 @@ def read_coded_notes(path: Path, label_set: set[str]) -> list[dict]:
     for line_number, note in read_json_lines(path, '{"text": ..., "labels": [...]}'):
         if not isinstance(note.get("text"), str) or not isinstance(note.get("labels"), list):
             raise InputError(f"{path}, line {line_number}: each line needs a string 'text' and a list 'labels'.")
+        if not all(isinstance(code, str) for code in note["labels"]):
+            raise InputError(f"{path}, line {line_number}: 'labels' must be a flat list of code strings, "
+                             'e.g. ["I10", "E11.9"] (it holds a list, number or null).')
         unknown = [code for code in note["labels"] if code not in label_set]
         if unknown:
             raise InputError(

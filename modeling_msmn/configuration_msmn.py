@@ -83,6 +83,14 @@ class MSMNConfig(PreTrainedConfig):
 
     def validate_msmn(self):
         """Rejects settings the model cannot run with, naming the field at fault."""
+        sizes = ("vocab_size", "embedding_dim", "rnn_dim", "num_lstm_layers", "hidden_size", "num_synonyms",
+                 "term_length", "max_note_tokens")
+        for name in sizes:
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"MSMNConfig: {name} ({getattr(self, name)!r}) must be a positive integer.")
+        for name in ("embedding_dropout", "lstm_dropout", "representation_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"MSMNConfig: {name} ({getattr(self, name)}) is a probability, in [0, 1).")
         if self.hidden_size % self.num_synonyms != 0:
             raise ValueError(
                 f"MSMNConfig: hidden_size ({self.hidden_size}) must be divisible by num_synonyms "

@@ -1,7 +1,9 @@
 """train.py: R-Drop, learning, the CodiEsp default, reload, torchrun, resume, Hub push, bad input."""
 
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,7 +19,9 @@ from huggingface_hub import ModelCard
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 sys.path.insert(0, str(ROOT))
+import datasets_scripts  # noqa: E402
 import train  # noqa: E402
+from datasets_scripts import InputError  # noqa: E402
 from datasets_scripts.code_synonyms import candidate_code_terms  # noqa: E402
 
 
@@ -324,6 +328,56 @@ def test_bad_inputs_fail_before_training(corpus):
     result = run_train("--train_file", "train.jsonl.gz", "--validation_file", "empty.jsonl", *base, cwd=corpus)
     assert "empty.jsonl: holds no notes" in result.stderr
     assert not (corpus / "out").exists()
+
+
+def test_malformed_labels_codes_and_settings_are_named(corpus, monkeypatch):
+    monkeypatch.chdir(corpus)
+    write_jsonl(corpus / "nested.jsonl.gz", [{"text": "Jane Doe with fever", "labels": [["R50.9"]]}])
+    (corpus / "empty_code.json").write_text(json.dumps({"": ["fever"], "R50.9": ["fever"]}))
+    base = ["--validation_file", "dev.jsonl.gz", "--output_dir", "out", *TINY_MODEL]
+    cases = [
+        (["--train_file", "nested.jsonl.gz", "--code_terms", "code_terms.json"],
+         "nested.jsonl.gz, line 1: 'labels' must be a flat list of code strings"),
+        (["--train_file", "train.jsonl.gz", "--code_terms", "empty_code.json"],
+         'empty_code.json: a code is empty ("" or only spaces)'),
+        (FILES[:2] + FILES[-2:] + ["--config_overrides", TINY_CONFIG + ",num_synonyms=-2"],
+         "MSMNConfig: num_synonyms (-2) must be a positive integer"),
+        (FILES[:2] + FILES[-2:] + ["--max_train_samples", "0"], "--max_train_samples 0: give 1 or more"),
+        (FILES[:2] + FILES[-2:] + ["--max_eval_samples", "-5"], "--max_eval_samples -5: give 1 or more"),
+        (FILES[:2] + FILES[-2:] + ["--min_notes", "0"], "--min_notes 0: give 1 or more."),
+    ]
+    for arguments, message in cases:
+        with pytest.raises(InputError, match=re.escape(message)) as error:
+            train.main([*base, *arguments])
+        assert "Jane" not in str(error.value)
+    assert not (corpus / "out").exists()
+
+
+def test_suspicious_data_are_counted_in_warnings(corpus, caplog):
+    notes = synthetic_notes(6, seed=4)
+    secret = "Jane Doe " + notes[0]["text"]
+    train_notes = [{**notes[0], "text": secret, "id": "a"}, {**notes[1], "id": "a"}, {**notes[2], "text": " \n"},
+                   {**notes[3], "id": "shared"}]
+    write_jsonl(corpus / "odd_train.jsonl.gz", train_notes)
+    write_jsonl(corpus / "odd_dev.jsonl.gz", [{**notes[4], "labels": [], "id": "shared"}, {**notes[5], "text": "", "labels": []}])
+    terms = json.loads((corpus / "code_terms.json").read_text())
+    (corpus / "odd_terms.json").write_text(json.dumps({**terms, "Z00.0": []}))
+    with caplog.at_level(logging.WARNING):
+        data = datasets_scripts.load("files", train_file=str(corpus / "odd_train.jsonl.gz"),
+                                     validation_file=str(corpus / "odd_dev.jsonl.gz"),
+                                     code_terms=str(corpus / "odd_terms.json"))
+    assert len(data.splits["train"]) == 3 and data.code_terms["Z00.0"] == ["Z00.0"]
+    for warning in ["dropped 1 of 4 training documents that have no text",
+                    "1 of 2 documents of the validation split have no text; they are kept and scored",
+                    "no document of the validation split has a code of the label set",
+                    "1 documents of the train split repeat an id of that split",
+                    "1 ids are in both the train and the validation split",
+                    "1 of 6 codes have no terms; each is matched by its code string alone (e.g. ['Z00.0'])"]:
+        assert warning in caplog.text
+    assert "Jane" not in caplog.text
+    write_jsonl(corpus / "unlabelled.jsonl.gz", [{**note, "labels": []} for note in notes])
+    with pytest.raises(InputError, match="no document of the train split has a code of the label set"):
+        datasets_scripts.load("files", train_file=str(corpus / "unlabelled.jsonl.gz"), code_terms=str(corpus / "code_terms.json"))
 
 
 def test_command_line_wins_over_the_preset_also_with_a_default_value():
