@@ -12,7 +12,7 @@ from modeling_msmn.metrics import metric_table
 TEMPLATE = Path(__file__).parent / "model_card.md"
 
 
-def model_card(config: MSMNConfig, results: dict[str, float], card: DataCard, repo: str) -> ModelCard:
+def model_card(config: MSMNConfig, results: dict[str, float], card: DataCard, repo: str, min_notes: int) -> ModelCard:
     """`model_card.md` filled in for this model: its data, codes, settings and test results, with the
     results as the card's model-index (one `EvalResult` per metric)."""
     evaluations = [
@@ -29,6 +29,6 @@ def model_card(config: MSMNConfig, results: dict[str, float], card: DataCard, re
     codes = [config.id2label[i] for i in range(config.num_labels)]
     return ModelCard.from_template(
         card_data, template_path=str(TEMPLATE), repo=repo, config=config,
-        data=card, code_examples=", ".join(codes[:5]), threshold=round(config.threshold, 4),
+        data=card, code_examples=", ".join(codes[:5]), threshold=round(config.threshold, 4), min_notes=min_notes,
         metric_table=metric_table(results) if results else "(no test split)",
     )

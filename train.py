@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,7 @@ DEFAULT_PRESET = "codiesp-d-50"  # without a preset and without data arguments
 SMALL_WORD2VEC_CORPUS = 2000
 # what gensim's word2vec reader raises on a damaged, truncated or foreign file
 UNREADABLE_WORD2VEC = (ValueError, EOFError, UnicodeDecodeError)
+HUB_IGNORED = ["checkpoint-*", "runs/*"]  # what --push_to_hub leaves out of the folder: the Trainer's own files
 
 
 @dataclass
@@ -69,9 +71,10 @@ class DataArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "keep the first N dev and test documents"})
     min_count: int = field(default=1, metadata={"help": "minimum count of a training-note word in the vocabulary"})
     min_notes: int = field(
-        default=1,
+        default=5,
         metadata={"help": "a training-note word enters the vocabulary only if at least this many distinct training "
-                          "notes hold it (keeps a name or id of a single note out of the published tokenizer)"},
+                          "notes hold it (keeps a name or id of a few notes out of the published tokenizer; 5 was "
+                          "chosen on CodiEsp-D top-50 dev)"},
     )
     word2vec: Path | None = field(
         default=None, metadata={"help": "pre-trained vectors: a word2vec text (.txt, .vec) or binary (.bin) file"}
@@ -473,11 +476,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         results = test_report(probabilities, labels, data.splits["test"]["gold_codes"], data.codes, train_codes,
                               trainer.model.config.threshold)
     if trainer.is_world_process_zero():
-        save_checkpoint(trainer, results, dev_results, data.card, push_to_hub)
+        save_checkpoint(trainer, results, dev_results, data.card, data_args.min_notes, push_to_hub)
     return results
 
 
-def save_checkpoint(trainer, results, dev_results, card, push_to_hub):
+def save_checkpoint(trainer, results, dev_results, card, min_notes, push_to_hub):
     folder = Path(trainer.args.output_dir)
     # through the pipeline: the folder also gets the pipeline's code and its entry in the config
     ICDCodingPipeline(model=trainer.model, tokenizer=trainer.processing_class).save_pretrained(folder)
@@ -485,18 +488,31 @@ def save_checkpoint(trainer, results, dev_results, card, push_to_hub):
     (folder / "test_results.json").write_text(json.dumps(results, indent=2))
     (folder / "dev_results.json").write_text(json.dumps(dev_results, indent=2))
     repo = trainer.args.hub_model_id or folder.name
-    model_card(trainer.model.config, results, card, repo).save(folder / "README.md")
+    model_card(trainer.model.config, results, card, repo, min_notes).save(folder / "README.md")
     if results:
         print("\nTest set (threshold tuned on dev):\n" + metric_table(results))
     print(f"Saved MSMN ({trainer.model.config.num_labels} codes) to {folder}")
     if push_to_hub:
         from huggingface_hub import HfApi
 
+        print(upload_summary(folder, repo, trainer.args.hub_private_repo, trainer.model.config.vocab_size, min_notes))
         api = HfApi(token=trainer.args.hub_token)
         api.create_repo(repo, private=trainer.args.hub_private_repo, exist_ok=True)
-        api.upload_folder(repo_id=repo, folder_path=folder, ignore_patterns=["checkpoint-*", "runs/*"],
+        api.upload_folder(repo_id=repo, folder_path=folder, ignore_patterns=HUB_IGNORED,
                           commit_message="MSMN checkpoint trained with msmn/train.py")
         print(f"Pushed {folder} to https://huggingface.co/{repo}")
+
+
+def upload_summary(folder: Path, repo: str, private: bool | None, vocab_size: int, min_notes: int) -> str:
+    """What --push_to_hub uploads, said before it uploads: each file, who can see it, what the vocabulary holds."""
+    names = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
+    names = [name for name in names if not any(fnmatch(name, pattern) for pattern in HUB_IGNORED)]
+    visibility = "private" if private else "public unless your account makes new repositories private"
+    lines = [f"Uploading {len(names)} files of {folder} to https://huggingface.co/{repo} ({visibility}):"]
+    lines += [f"  {name} ({(folder / name).stat().st_size:,} bytes)" for name in names]
+    lines.append(f"tokenizer.json lists the {vocab_size:,} words of the vocabulary: the words of the code terms, and "
+                 f"each word of the training notes that at least {min_notes} of them hold (--min_notes).")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -254,7 +254,7 @@ def test_killed_run_keeps_its_saved_checkpoints(corpus):
 
 
 @pytest.mark.slow
-def test_push_to_hub_uploads_a_loadable_folder(corpus, monkeypatch, tmp_path):
+def test_push_to_hub_uploads_a_loadable_folder(corpus, monkeypatch, tmp_path, capsys):
     from huggingface_hub import HfApi
 
     created, uploaded = [], []
@@ -272,6 +272,13 @@ def test_push_to_hub_uploads_a_loadable_folder(corpus, monkeypatch, tmp_path):
                 "--hub_model_id", "someone/msmn-test", "--save_strategy", "no", "--load_best_model_at_end", "false"])
     assert created == [("someone/msmn-test", {"private": None, "exist_ok": True})]
     names = {operation.path_in_repo for operation in uploaded}
+    said = capsys.readouterr().out  # before uploading: every file, who sees it, what the vocabulary holds
+    assert f"Uploading {len(names)} files of pushed to https://huggingface.co/someone/msmn-test (public" in said
+    assert all(f"\n  {name} (" in said for name in names) and "checkpoint-" not in said
+    assert "each word of the training notes that at least 5 of them hold (--min_notes)" in said
+    assert said.index("Uploading") < said.index("Pushed pushed")
+    card = (corpus / "pushed" / "README.md").read_text()
+    assert "each word of the training notes that at least 5 distinct training notes hold" in card
     assert {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "modeling_msmn.py",
             "configuration_msmn.py", "pipeline_msmn.py", "README.md", "test_results.json"} <= names
     assert not any(name.startswith("checkpoint-") for name in names)
