@@ -50,8 +50,10 @@ def fingerprint(paths: Sequence[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def read_csv_rows(path: Path, required_columns: Sequence[str], progress: bool = False) -> Iterator[tuple[int, dict]]:
-    """Yields (line number, {column: value}) for each row of a CSV (or CSV.gz) file, streaming.
+def read_csv_rows(path: Path, required_columns: Sequence[str], progress: bool = False,
+                  dataset: str = "MIMIC-III") -> Iterator[tuple[int, dict]]:
+    """Yields (line number where the row starts, {column: value}) for each row of a CSV (or CSV.gz) file
+    of `dataset`, streaming (a row spans several lines where a quoted note holds line breaks).
 
     Raises InputError for a missing column, a row with the wrong number of fields, a file cut short
     (also inside a quoted field: the reader is strict), or text that is not UTF-8.
@@ -61,6 +63,7 @@ def read_csv_rows(path: Path, required_columns: Sequence[str], progress: bool = 
     with open(path, "rb", buffering=0) as raw, tqdm.wrapattr(
         raw, "read", total=size, desc=path.name, disable=not progress
     ) as counted:
+        row_start = 1  # the line where the row being read starts
         try:
             binary = gzip.GzipFile(fileobj=counted) if path.suffix == ".gz" else counted
             reader = csv.reader(io.TextIOWrapper(binary, encoding="utf-8", newline=""), strict=True)
@@ -71,28 +74,30 @@ def read_csv_rows(path: Path, required_columns: Sequence[str], progress: bool = 
             if missing:
                 raise InputError(
                     f"{path}, line 1: the header lacks the columns {missing} (it has {header}). "
-                    "Is this the right MIMIC-III file, unmodified?"
+                    f"Is this the right {dataset} file, unmodified?"
                 )
+            row_start = reader.line_num + 1
             for row in reader:
                 if len(row) != len(header):
                     raise InputError(
-                        f"{path}, line {reader.line_num}: {len(row)} fields where the header has {len(header)}. "
+                        f"{path}, line {row_start}: {len(row)} fields where the header has {len(header)}. "
                         "The file is damaged or was edited; download it again."
                     )
-                yield reader.line_num, dict(zip(header, row))
+                yield row_start, dict(zip(header, row))
+                row_start = reader.line_num + 1
         except (EOFError, gzip.BadGzipFile, zlib.error) as error:
             raise InputError(
                 f"{path}: the gzip stream is cut short or corrupt ({type(error).__name__}); download the file again."
             ) from None
         except csv.Error as error:
             raise InputError(
-                f"{path}, line {reader.line_num}: not well-formed CSV ({error}): the file is cut short or damaged; "
-                "download it again."
+                f"{path}, line {row_start}: not well-formed CSV ({error}): the row starting there is cut short or "
+                "damaged; download it again."
             ) from None
         except UnicodeDecodeError:
             raise InputError(
-                f"{path}, near line {reader.line_num + 1}: not UTF-8 text. MIMIC's files are UTF-8: download the file "
-                "again, or convert it (iconv -t utf-8)."
+                f"{path}, near line {reader.line_num + 1}: not UTF-8 text. {dataset}'s files are UTF-8: download the "
+                "file again, or convert it (iconv -t utf-8)."
             ) from None
 
 

@@ -105,6 +105,7 @@ class MimicEdin(datasets.GeneratorBasedBuilder):
         if data_dir is None:
             raise InputError(f"{name} needs data_dir: your {'MIMIC-IV' if source == 'mimic4' else 'MIMIC-III v1.4'} folder.")
         files = MIMIC4_FILES if source == "mimic4" else MIMIC3_FILES
+        self.source_name = "MIMIC-IV" if source == "mimic4" else "MIMIC-III"  # in the messages about its files
         fix = ("Point data_dir at your MIMIC-IV folder (with hosp/) and note_dir at your MIMIC-IV-Note folder (with "
                "note/), as downloaded from PhysioNet." if source == "mimic4" else
                "Point data_dir at the folder holding your MIMIC-III v1.4 CSV files (as downloaded from PhysioNet).")
@@ -117,7 +118,7 @@ class MimicEdin(datasets.GeneratorBasedBuilder):
 
     def rows(self, role: str, progress: bool = False):
         path, columns = self.inputs[role]
-        for line, row in read_csv_rows(path, columns, progress=progress):
+        for line, row in read_csv_rows(path, columns, progress=progress, dataset=self.source_name):
             yield path, line, row
 
     def version_codes(self, role: str) -> dict[int, list[str]]:
@@ -127,13 +128,13 @@ class MimicEdin(datasets.GeneratorBasedBuilder):
         for path, line, row in self.rows(role):
             if self.config.source == "mimic4":
                 code, row_version = row["icd_code"], row["icd_version"]
-                hadm_id = admission_id(row["hadm_id"], path, line, "hadm_id")
+                hadm_id = admission_id(row["hadm_id"], path, line, "hadm_id", self.source_name)
                 if row_version not in ("9", "10"):
                     raise InputError(f"{path}, line {line}: icd_version is {row_version!r}, expected 9 or 10.")
                 if int(row_version) != version:
                     continue
             else:
-                code, hadm_id = row["ICD9_CODE"], admission_id(row["HADM_ID"], path, line)
+                code, hadm_id = row["ICD9_CODE"], admission_id(row["HADM_ID"], path, line, "HADM_ID", self.source_name)
             if not code.strip() or hadm_id is None:
                 empty += 1
                 continue
@@ -152,12 +153,12 @@ class MimicEdin(datasets.GeneratorBasedBuilder):
                 if row["CATEGORY"] != DISCHARGE_SUMMARY:
                     continue
                 row = {"hadm_id": row["HADM_ID"], "subject_id": row["SUBJECT_ID"], "text": row["TEXT"]}
-            hadm_id = admission_id(row["hadm_id"], path, line, "hadm_id")
+            hadm_id = admission_id(row["hadm_id"], path, line, "hadm_id", self.source_name)
             if hadm_id is None:
                 continue
             with_note.add(hadm_id)
             if hadm_ids is None or hadm_id in hadm_ids:
-                subject_id = admission_id(row["subject_id"], path, line, "subject_id")
+                subject_id = admission_id(row["subject_id"], path, line, "subject_id", self.source_name)
                 notes.setdefault(hadm_id, (subject_id, []))[1].append(row["text"])
         return with_note, notes
 

@@ -58,7 +58,7 @@ def format_icd9_code(code: str, is_diagnosis: bool, integer_procedures: bool = F
     return f"{code[:split_at]}.{code[split_at:]}" if len(code) > split_at else code
 
 
-def admission_id(value: str, path: Path, line: int, column: str = "HADM_ID") -> int | None:
+def admission_id(value: str, path: Path, line: int, column: str = "HADM_ID", dataset: str = "MIMIC-III") -> int | None:
     """A row's id column as a number (None where empty); anything else is damaged input."""
     if not value:
         return None
@@ -66,7 +66,7 @@ def admission_id(value: str, path: Path, line: int, column: str = "HADM_ID") -> 
         return int(value)
     except ValueError:
         raise InputError(
-            f"{path}, line {line}: {column} is not a number; the file is damaged or is not MIMIC-III's. "
+            f"{path}, line {line}: {column} is not a number; the file is damaged or is not {dataset}'s. "
             "Download it again."
         ) from None
 

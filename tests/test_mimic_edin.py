@@ -147,6 +147,14 @@ def test_bad_inputs(mimic4_dirs, tmp_path):
     with pytest.raises(InputError, match="diagnoses_icd.csv.gz, line 3: icd_version is 'ten', expected 9 or 10"):
         load("mimic4-icd10", hosp, note, tmp_path)
     write_csv(hosp / "hosp" / "diagnoses_icd.csv.gz", ["subject_id", "hadm_id", "seq_num", "icd_code", "icd_version"],
+              [(1, TRAIN[2], 1, "I10", 10), (1, "2x", 2, "I10", 10)])
+    with pytest.raises(InputError, match="diagnoses_icd.csv.gz, line 3: hadm_id is not a number; the file is damaged "
+                                         "or is not MIMIC-IV's"):
+        load("mimic4-icd10", hosp, note, tmp_path)
+    write_csv(hosp / "hosp" / "diagnoses_icd.csv.gz", ["subject_id", "icd_code", "icd_version"], [(1, "I10", 10)])
+    with pytest.raises(InputError, match=r"the header lacks the columns \['hadm_id'\].*the right MIMIC-IV file"):
+        load("mimic4-icd10", hosp, note, tmp_path)
+    write_csv(hosp / "hosp" / "diagnoses_icd.csv.gz", ["subject_id", "hadm_id", "seq_num", "icd_code", "icd_version"],
               [(1, TRAIN[2], 1, "I10", 10)])
     with pytest.raises(InputError, match="none of the 13,378 admissions of the val split has both a discharge note"):
         load("mimic4-icd10", hosp, note, tmp_path)

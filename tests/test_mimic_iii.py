@@ -192,13 +192,15 @@ def test_bad_inputs_name_file_line_and_fix(mimic_dir, tmp_path):
     notes_file.write_bytes(data)
     assert len(build()["train"]) == 2
 
-    # the four defects of issue 12: each stops with the file, the line where there is one, and the fix
+    # a cut-short file, a foreign encoding, no discharge summary, a damaged id: each stops with the file,
+    # the line where there is one, and the fix
     plain_notes = mimic_dir / "NOTEEVENTS.csv"
     plain_notes.write_bytes(gzip.decompress(data))
     notes_file.unlink()
     whole = plain_notes.read_bytes()
     plain_notes.write_bytes(whole[: whole.index(b"HTN, CHF")])  # cut inside a quoted (multi-line) note
-    with pytest.raises(InputError, match=r"NOTEEVENTS.csv, line 4: not well-formed CSV .*cut short") as error:
+    # the error names the line where that row starts (line 2, the first note), not where the reader stopped
+    with pytest.raises(InputError, match=r"NOTEEVENTS.csv, line 2: not well-formed CSV .*cut short") as error:
         build()
     assert "chest pain" not in str(error.value)
     plain_notes.write_bytes(whole.replace(b"Dev note.", "Dev note \u00e9.".encode("latin-1")))
@@ -210,6 +212,11 @@ def test_bad_inputs_name_file_line_and_fix(mimic_dir, tmp_path):
                                          "discharge summary") as error:
         build()
     assert "No summary" not in str(error.value)
+    plain_notes.write_bytes(whole)
+    write_csv(mimic_dir / "NOTEEVENTS.csv", NOTE_HEADER, [[1, 1, TRAIN_A, "", "", "", "Discharge summary", "", "", "", REPORT_A],
+                                                        [2, 1, TRAIN_A, "", "", "", "Discharge summary", "", "", REPORT_A]])
+    with pytest.raises(InputError, match="NOTEEVENTS.csv, line 6: 10 fields where the header has 11"):
+        build()  # the second row starts on line 6: the first note's text spans lines 2 to 5
     plain_notes.write_bytes(whole)
     write_csv(mimic_dir / "DIAGNOSES_ICD.csv", ["ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"],
               [[1, 1, TRAIN_A, 1, "4019"], [2, 1, "10x006", 2, "4280"]])
