@@ -32,6 +32,7 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 import datasets_scripts
+from datasets_scripts.mdace import note_documents
 from modeling_msmn import split_words
 from modeling_msmn.metrics import evidence_scores
 from msmn_code import load_coder
@@ -68,8 +69,7 @@ def mdace_scores(coder, mimic_dir: str, split: str, num_evidence: int) -> dict[s
         asked = [code for code in example["labels"] if code in known]
         predictions = coder(example["text"], codes=asked, num_evidence=num_evidence, max_span_tokens=MAX_SPAN_TOKENS)
         predicted = [(span["start"], span["end"], code["code"]) for code in predictions for span in code["evidence"]]
-        gold = [(span["begin"], span["end"], span["code"]) for span in example["evidence"]]
-        documents.append((example["text"], predicted, gold))
+        documents += note_documents(example, predicted)  # MDACE scores note by note
     return evidence_scores(documents)
 
 

@@ -207,12 +207,11 @@ def trim_span(text: str, begin: int, end: int) -> tuple[int, int]:
 def evidence_keys(text: str, spans) -> dict[str, set]:
     """The keys each measure compares, for spans (begin, end, code) of `text`: exact span (offsets,
     code), span text (lower-cased, code), exact token (its start offset, code) and token text
-    (lower-cased, code); tokens are `\\w+` runs of the span's text, without all-digit tokens above 10."""
+    (lower-cased, code); tokens are `\\w+` runs of the span's text, without all-digit tokens above 10.
+    A span that trimming empties still counts, as MDACE counts it: as an empty span with no tokens."""
     keys = {"exact_span": set(), "span_text": set(), "exact_token": set(), "token_text": set()}
     for begin, end, code in spans:
         begin, end = trim_span(text, begin, end)
-        if begin >= end:
-            continue
         piece = text[begin:end].lower()
         keys["exact_span"].add((begin, end, code))
         keys["span_text"].add((piece, code))
@@ -225,10 +224,12 @@ def evidence_keys(text: str, spans) -> dict[str, set]:
 
 
 def evidence_scores(documents) -> dict[str, float]:
-    """MDACE's precision, recall and F1 of predicted against gold evidence, for each measure.
+    """MDACE's counts and scores of predicted against gold evidence, for each measure: `{measure}_`
+    num_predicted, num_actual, true_positives, false_positives, false_negatives, precision, recall, f1.
 
-    documents: (text, predicted spans, gold spans) per admission, spans as (begin, end, code). Sets are
-    compared per document and the counts summed over documents (micro); each denominator gets 1e-6.
+    documents: (text, predicted spans, gold spans) per note, spans as (begin, end, code); MDACE scores
+    each note with gold evidence (`datasets_scripts.mdace.note_documents` makes these documents). Sets
+    are compared per document and the counts summed over documents (micro); each denominator gets 1e-6.
     """
     counts = {measure: [0, 0, 0] for measure in ("exact_span", "span_text", "exact_token", "token_text")}
     for text, predicted, gold in documents:
@@ -240,6 +241,10 @@ def evidence_scores(documents) -> dict[str, float]:
     for measure, (true_positives, num_predicted, num_gold) in counts.items():
         precision = true_positives / (num_predicted + 1e-6)
         recall = true_positives / (num_gold + 1e-6)
-        scores |= {f"{measure}_precision": precision, f"{measure}_recall": recall,
+        scores |= {f"{measure}_num_predicted": num_predicted, f"{measure}_num_actual": num_gold,
+                   f"{measure}_true_positives": true_positives,
+                   f"{measure}_false_positives": num_predicted - true_positives,
+                   f"{measure}_false_negatives": num_gold - true_positives,
+                   f"{measure}_precision": precision, f"{measure}_recall": recall,
                    f"{measure}_f1": 2 * precision * recall / (precision + recall + 1e-6)}
     return scores

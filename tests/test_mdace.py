@@ -3,12 +3,14 @@ evidence measures on hand-made cases."""
 
 import csv
 import gzip
+import logging
 
 import pytest
 
 import datasets_scripts
 from datasets_scripts.files import InputError
-from datasets_scripts.mdace import read_charts, split_of_admissions
+from datasets_scripts.mdace import note_documents, note_spans, read_charts, spans_from_mdace, spans_to_mdace
+from datasets_scripts.mdace import split_of_admissions
 from modeling_msmn.metrics import evidence_keys, evidence_scores, trim_span
 
 
@@ -94,6 +96,63 @@ def test_evidence_scores_by_hand():
     assert evidence_scores([(text, [], gold)])["exact_span_f1"] == 0.0
 
 
+COUNTS = ("num_predicted", "num_actual", "true_positives", "false_positives", "false_negatives")
+
+
+def test_a_span_that_trimming_empties_counts_as_mdace_counts_it():
+    text = "HTN , CHF"
+    scores = evidence_scores([(text, [(3, 6, "I10"), (0, 3, "I10")], [(0, 3, "I10")])])
+    # " , " trims to the empty span (6, 6): one more predicted exact span and span text, no token
+    assert [scores[f"exact_span_{count}"] for count in COUNTS] == [2, 1, 1, 1, 0]
+    assert [scores[f"span_text_{count}"] for count in COUNTS] == [2, 1, 1, 1, 0]
+    assert [scores[f"exact_token_{count}"] for count in COUNTS] == [1, 1, 1, 0, 0]
+    assert scores["exact_span_precision"] == pytest.approx(0.5) and scores["exact_token_f1"] == pytest.approx(1, abs=1e-5)
+
+
+TWO_NOTES = {  # an admission of two notes joined with a tab: "chest pain\tchest pain, HTN"
+    "hadm_id": 7, "text": "chest pain\tchest pain, HTN",
+    "notes": [{"note_id": 1, "category": "Discharge summary", "description": "Report", "begin": 0, "end": 10},
+              {"note_id": 2, "category": "Discharge summary", "description": "Addendum", "begin": 11, "end": 26}],
+    "evidence": [{"code": "R07.9", "begin": 0, "end": 10}],  # gold evidence in the first note only
+}
+
+
+def test_evidence_is_scored_note_by_note_as_mdace_does():
+    predicted = [(0, 10, "R07.9"), (11, 21, "R07.9"), (6, 16, "R07.9")]
+    documents = note_documents(TWO_NOTES, predicted)
+    # only the note with gold evidence is scored; the span across the tab keeps its part in the first note
+    assert documents == [("chest pain", [(0, 10, "R07.9"), (6, 10, "R07.9")], [(0, 10, "R07.9")])]
+    assert note_spans(TWO_NOTES, predicted)[2] == [(0, 10, "R07.9"), (0, 5, "R07.9")]
+    scores = evidence_scores(documents)
+    assert [scores[f"span_text_{count}"] for count in COUNTS] == [2, 1, 1, 1, 0]
+
+
+def test_mdace_form_predictions_to_spans_and_back(tmp_path, caplog):
+    write_notes(tmp_path / "mimic")
+    data = datasets_scripts.load("mdace", data_dir=str(tmp_path / "mimic"), cache_dir=str(tmp_path / "c"))
+    example = max(data.splits["test"], key=lambda example: len(example["notes"]))  # two discharge notes
+    assert len(example["notes"]) == 2
+    assert [example["text"][note["begin"]:note["end"]] for note in example["notes"]] == example["text"].split("\t")
+    gold = [(span["begin"], span["end"], span["code"]) for span in example["evidence"]]
+    admission = spans_to_mdace(example, gold)
+    charts = {chart["hadm_id"]: chart for chart in read_charts("icd9")}
+    released = [(note["note_id"], [(span["begin"], span["end"], span["code"], span["code_system"])
+                                   for span in note["annotations"]])
+                for note in charts[example["hadm_id"]]["notes"] if note["category"] == "Discharge summary"]
+    assert [(note["note_id"], [(a["begin"], a["end"], a["code"], a["code_system"]) for a in note["annotations"]])
+            for note in admission["notes"]] == released  # MDACE's own per-note form, offsets and code systems
+    assert spans_from_mdace(example, admission) == gold
+    other = {"note_id": -1, "annotations": [{"begin": 0, "end": 3, "code": "401.9"}]}
+    with caplog.at_level(logging.WARNING):
+        assert spans_from_mdace(example, {**admission, "notes": admission["notes"] + [other]}) == gold
+    assert "1 predicted spans lie in notes outside this example's categories" in caplog.text
+    length = example["notes"][0]["end"] - example["notes"][0]["begin"]
+    outside = {"notes": [{"note_id": example["notes"][0]["note_id"],
+                          "annotations": [{"begin": length - 2, "end": length + 5, "code": "401.9"}]}]}
+    with pytest.raises(InputError, match=f"the predicted span \\[{length - 2}, {length + 5}\\) lies outside"):
+        spans_from_mdace(example, outside)
+
+
 def test_evidence_benchmark_scores_a_model_on_mdace(tmp_path):
     # benchmarks/evidence.py --mdace, end to end, with a small random model that knows three MDACE codes
     import torch
@@ -114,9 +173,9 @@ def test_evidence_benchmark_scores_a_model_on_mdace(tmp_path):
     coder = ICDCodingPipeline(model=MSMNForSequenceClassification(config, code_term_ids=term_ids).eval(),
                               tokenizer=tokenizer, device="cpu")
     scores = mdace_scores(coder, str(tmp_path / "mimic"), "test", num_evidence=2)
-    assert set(scores) == {f"{m}_{p}" for m in ("exact_span", "span_text", "exact_token", "token_text")
-                           for p in ("precision", "recall", "f1")}
-    assert all(0 <= value <= 1 for value in scores.values())
+    measures = ("exact_span", "span_text", "exact_token", "token_text")
+    assert set(scores) == {f"{m}_{p}" for m in measures for p in ("precision", "recall", "f1", *COUNTS)}
+    assert all(0 <= scores[f"{m}_{p}"] <= 1 for m in measures for p in ("precision", "recall", "f1"))
     # the gold evidence of codes the model does not know is missed: recall stays within the known codes' share
     data = datasets_scripts.load("mdace", data_dir=str(tmp_path / "mimic"))
     gold = [evidence_keys(e["text"], [(s["begin"], s["end"], s["code"]) for s in e["evidence"]])["exact_token"]
