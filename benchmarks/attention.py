@@ -23,7 +23,7 @@ from modeling_msmn.modeling_msmn import MSMNMultiSynonymAttention  # noqa: E402
 
 
 def einsum_attention(note_states, attention_mask, synonym_queries, attention):
-    """The authors' layout (reference_code.md §3): scores (B, C, N, M), softmax over N, −1e6 mask."""
+    """The authors' layout (the authors' code): scores (B, C, N, M), softmax over N, −1e6 mask."""
     batch_size, num_tokens, hidden_size = note_states.shape
     note_keys = torch.tanh(attention.note_projection(note_states))
     note_keys = note_keys.view(batch_size, num_tokens, attention.num_heads, attention.head_dim)

@@ -2,7 +2,7 @@
 
 Forward+backward, fp32 on CPU, embedding 100 → BiLSTM 2×256 (the top-50 setting), mixed
 lengths (N/2…N), each measurement in a fresh process. A run over `--timeout` seconds is reported
-as such (pack_padded_sequence's CPU backward is quadratic in N, spec §3).
+as such (pack_padded_sequence's CPU backward is quadratic in N; docs/model.md, "Encoder").
 
     python benchmarks/encoder.py [--tokens 500 1000 4000] [--batch-size 16]
 """

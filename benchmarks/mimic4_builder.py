@@ -6,7 +6,7 @@ for every admission of Edin et al.'s ICD-10 and ICD-9 split lists (331,605 admis
 them ICD-10), gzipped as PhysioNet ships them; 15 diagnosis and 3 procedure codes per admission,
 of its list's ICD version, drawn from 9,000 codes each; and the d_icd title tables. Then it builds
 `mimic4-icd10` in a fresh process (the builder alone; code terms are not built) and reports the
-time, the peak resident memory and the split sizes. Target: ≤ 2 minutes and ≤ 2 GB on our CPU.
+time, the peak resident memory and the split sizes. Target: ≤ 2 minutes and ≤ 2 GB on a 2-core CPU.
 
     python benchmarks/mimic4_builder.py [--admissions N] [--work-dir /tmp/mimic4-benchmark]
 """

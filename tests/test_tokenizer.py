@@ -1,4 +1,4 @@
-"""The tokenizer equals a pure-Python reading of spec §1, with offsets into the original text."""
+"""The tokenizer equals a pure-Python reading of the rules of docs/model.md, "Tokenizer", with offsets into the original text."""
 
 import re
 import sys
@@ -11,7 +11,7 @@ from modeling_msmn.tokenization_msmn import build_code_term_ids, select_code_ter
 
 
 def spec_tokens(text):
-    """Spec §1 as the authors' code does it: `\\w+` matches, numeric-only dropped, lower-cased."""
+    """The tokenizer rules as the authors' code applies them: `\\w+` matches, numeric-only dropped, lower-cased."""
     return [
         (match.group().lower(), match.span())
         for match in re.finditer(r"\w+", text)

@@ -1,4 +1,4 @@
-"""ICD-coding metrics (spec §8) as a local `evaluate` module: works offline.
+"""ICD-coding metrics (docs/model.md, "Metrics") as a local `evaluate` module: works offline.
 
     import evaluate
     icd = evaluate.load("metrics/icd_coding")
