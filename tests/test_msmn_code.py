@@ -121,6 +121,86 @@ def test_damaged_checkpoint_folders_get_clear_errors(tokenizer, tmp_path, monkey
         msmn_code.main(["whole", "note.txt", "--device", "gpu0"])
 
 
+@pytest.fixture
+def small_checkpoint(tokenizer, tmp_path):
+    """An untrained MSMN checkpoint folder: coding at scale needs no quality, only the same lines."""
+    folder = tmp_path / "checkpoint"
+    ICDCodingPipeline(model=make_model(tokenizer), tokenizer=tokenizer, task="icd-coding").save_pretrained(folder)
+    return folder
+
+
+def write_notes(path, count):
+    notes = [{"id": f"n{index}", "text": note["text"]} for index, note in enumerate(synthetic_notes(count, seed=5))]
+    path.write_text("".join(json.dumps(note) + "\n" for note in notes), encoding="utf-8")
+    return notes
+
+
+def read_lines(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_streams_in_input_order_and_resumes_a_stopped_run(small_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    notes = write_notes(tmp_path / "notes.JSONL", 23)  # JSON lines whatever the case of the suffix
+    msmn_code.main([str(small_checkpoint), "--top-k", "2", "notes.JSONL", "--output", "codes.jsonl", "--batch-size", "4"])
+    lines = read_lines(tmp_path / "codes.jsonl")  # options before and after the note file
+    coder = pipeline("icd-coding", model=str(small_checkpoint), trust_remote_code=True, device="cpu")
+    assert [line["id"] for line in lines] == [note["id"] for note in notes]
+    assert_same_predictions([line["codes"] for line in lines], coder([note["text"] for note in notes], top_k=2))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["checkpoint", "codes.jsonl", "notes.JSONL"]
+
+    whole = (tmp_path / "codes.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    (tmp_path / "codes.jsonl").unlink()
+    (tmp_path / "codes.jsonl.partial").write_text("".join(whole[:9]) + whole[9][:40], encoding="utf-8")  # killed mid-line
+    msmn_code.main([str(small_checkpoint), "notes.JSONL", "--top-k", "2", "--output", "codes.jsonl", "--resume"])
+    assert_same_predictions(read_lines(tmp_path / "codes.jsonl"), lines)
+    assert not list(tmp_path.glob("codes.jsonl.*"))
+
+    (tmp_path / "codes.jsonl.partial").write_text(whole[1] + whole[0], encoding="utf-8")
+    with pytest.raises(SystemExit, match="line 1: codes note 'n1', but note 1 of the input is 'n0'"):
+        msmn_code.main([str(small_checkpoint), "notes.JSONL", "--output", "codes.jsonl", "--resume"])
+    assert (tmp_path / "codes.jsonl.partial").read_text(encoding="utf-8") == whole[1] + whole[0]  # left as it was
+
+
+def test_outputs_and_inputs_are_checked_before_any_coding(small_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_notes(tmp_path / "notes.jsonl", 3)
+    (tmp_path / "notes.json").write_text("[]")
+    (tmp_path / "codes.jsonl").write_text("an earlier run's output\n")
+    model = str(small_checkpoint)
+    cases = [
+        ([model, "notes.jsonl", "--output", "missing/codes.jsonl"], "the folder"),
+        ([model, "notes.jsonl", "--output", "notes.jsonl"], "--output notes.jsonl: that is one of the inputs"),
+        ([model, "notes.jsonl", "--html", "notes.jsonl"], "--html notes.jsonl: that is one of the inputs"),
+        ([model, "notes.jsonl", "--output", "a.jsonl", "--html", "a.jsonl"], "--output and --html are the same file"),
+        ([model, "notes.json", "--output", "codes.jsonl"], "notes.json: a .json file; give JSON lines instead"),
+        ([model, "notes.jsonl", "--resume"], "--resume continues the file of --output: give --output"),
+        ([model, "notes.jsonl", "--output", "codes.jsonl", "--threshold", "2"], "threshold is a probability"),
+    ]
+    for arguments, message in cases:
+        with pytest.raises(SystemExit) as exit_info:
+            msmn_code.main(arguments)
+        assert message in str(exit_info.value.code)
+    assert (tmp_path / "codes.jsonl").read_text() == "an earlier run's output\n"  # nothing lost, nothing half-written
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["checkpoint", "codes.jsonl", "notes.json", "notes.jsonl"]
+    result = run_msmn_code(model, cwd=tmp_path, stdin="")  # standard input that is not a terminal: no prompt
+    assert "waiting for a note" not in result.stderr
+
+
+def test_torchrun_processes_write_the_file_one_process_writes(small_checkpoint, tmp_path):
+    write_notes(tmp_path / "notes.jsonl", 11)
+    one = run_msmn_code(small_checkpoint, "notes.jsonl", "--top-k", "3", "--output", "one.jsonl", cwd=tmp_path)
+    assert one.returncode == 0, one.stderr[-3000:]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "msmn_code", str(small_checkpoint), "notes.jsonl", "--top-k", "3", "--output", "two.jsonl"]
+    two = run(command, tmp_path, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert_same_predictions(read_lines(tmp_path / "two.jsonl"), read_lines(tmp_path / "one.jsonl"))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["checkpoint", "notes.jsonl", "one.jsonl", "two.jsonl"]
+    for text in (note["text"] for note in map(json.loads, (tmp_path / "notes.jsonl").open())):
+        assert text not in two.stdout + two.stderr  # no note text from the worker processes either
+
+
 class MarkedSpans(HTMLParser):
     """Per code section of the rendered page: the note text and its <mark> spans, as the DOM holds them."""
 

@@ -167,6 +167,16 @@ def test_no_notes_give_no_predictions(tokenizer):
         coder([], top_k=0)
 
 
+def test_codes_a_dataset_column_as_a_stream(tokenizer):
+    from datasets import Dataset
+    from transformers.pipelines.pt_utils import KeyDataset
+
+    coder = pipeline("icd-coding", model=make_model(tokenizer).eval(), tokenizer=tokenizer, device="cpu")
+    dataset = Dataset.from_list([{"id": str(index), "text": note} for index, note in enumerate(NOTES * 3)])
+    streamed = list(coder(KeyDataset(dataset, "text"), batch_size=4, top_k=2))  # one note's codes at a time
+    assert_same_predictions(streamed, coder(list(dataset["text"]), top_k=2))
+
+
 def test_rejects_a_model_that_is_not_msmn(tmp_path):
     bert = BertForSequenceClassification(BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1,
                                                     num_attention_heads=2, intermediate_size=8))
