@@ -33,7 +33,7 @@ from huggingface_hub import ModelCard, snapshot_download
 from huggingface_hub.errors import HFValidationError
 
 from datasets_scripts.codiesp import read_shipped_split
-from datasets_scripts.files import InputError
+from datasets_scripts import InputError
 from modeling_msmn import ICDCodingPipeline, split_words
 from msmn_code import EVIDENCE_STYLE, load_coder, marked_text, utf8_note
 

@@ -35,7 +35,7 @@ from transformers.training_args import ParallelMode
 
 import datasets_scripts
 from datasets_scripts import InputError
-from datasets_scripts.code_synonyms import candidate_code_terms
+from datasets_scripts.synonyms.icd10cm import candidate_code_terms
 from datasets_scripts.files import write_atomically
 from model_card import model_card
 from modeling_msmn import ICDCodingPipeline, MSMNConfig, MSMNForSequenceClassification, build_code_term_ids

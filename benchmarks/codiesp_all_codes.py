@@ -25,7 +25,7 @@ read off the test split:
 - `train+dev`: the codes of the train and dev splits.
 
 Candidate terms are the ICD-10-CM entries that train.py gives the train codes (description,
-inclusion terms, parent title; `datasets_scripts.code_synonyms`). The code encoding is computed once
+inclusion terms, parent title; `datasets_scripts.synonyms.icd10cm`). The code encoding is computed once
 (no gradients, each distinct term once, length buckets); the attention runs in chunks of codes.
 Prints the time and the peak memory of scoring the 250 test notes (on a GPU: the GPU memory beyond
 the model's and the code encoding's), with the load (`uptime`).
@@ -50,7 +50,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 sys.path.insert(0, os.path.dirname(__file__))
 from _measure import measure  # noqa: E402
 
-from datasets_scripts.code_synonyms import icd10cm_codes, open_icd10cm_synonyms  # noqa: E402
+from datasets_scripts.synonyms.icd10cm import icd10cm_codes, open_icd10cm_synonyms  # noqa: E402
 from datasets_scripts.codiesp import background_texts, read_shipped_split  # noqa: E402
 from modeling_msmn import build_code_term_ids  # noqa: E402
 from modeling_msmn.metrics import average_precisions, mean_average_precision  # noqa: E402

@@ -38,7 +38,7 @@ NUM_SYNONYMS, TERM_LENGTH = 4, 30
 def codiesp_term_ids():
     """(tokenizer, term ids (C·M, 30)) of the terms of every CodiEsp diagnosis code (train ∪ dev ∪
     test: 2,557 codes, the shape this benchmark has always reported), as train.py builds them."""
-    from datasets_scripts.code_synonyms import open_icd10cm_synonyms
+    from datasets_scripts.synonyms.icd10cm import open_icd10cm_synonyms
     from datasets_scripts.codiesp import read_shipped_split
 
     codes = sorted({code for split in ("train", "dev", "test") for record in read_shipped_split(split)

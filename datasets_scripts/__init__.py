@@ -16,7 +16,7 @@ import inspect
 
 from . import codiesp, mdace, mimic_edin, mimic_iii, own_notes
 from .coding_data import CodingData, DataCard
-from .files import InputError
+from .errors import InputError
 
 DATASETS = {
     "codiesp": codiesp.load,  # ships with the package (CC BY 4.0)

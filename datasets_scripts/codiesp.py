@@ -19,7 +19,7 @@ upper-cased (diagnoses keep ICD-10-CM's dot: "N44.8"; procedures are ICD-10-PCS:
 Each example: `id`, `text`, `labels` (its codes in the label set), `gold_codes` (all its codes of
 the task, also those outside the label set, for MAP) and, for "es", `evidence` (the CodiEsp-X rows:
 code, text and character spans into the Spanish text). The code terms are open ICD-10-CM terms
-(English diagnoses) or the train split's evidence texts (see `code_synonyms.codiesp_synonyms`); the
+(English diagnoses) or the train split's evidence texts (see `codiesp_terms`); the
 unlabelled texts, for word2vec, are the English background set less the texts that overlap dev or
 test (`background_texts`).
 """
@@ -35,8 +35,11 @@ from pathlib import Path
 
 import datasets
 
-from .coding_data import CodingData, DataCard, coding_features
-from .files import InputError, fingerprint, read_code_terms
+from .coding_data import CodingData, DataCard, SPLIT_OF, coding_features
+from .errors import InputError
+from .files import fingerprint, read_code_terms
+from .synonyms import report
+from .synonyms.icd10cm import open_icd10cm_synonyms
 
 CITATION = (
     "Miranda-Escalada, A., Gonzalez-Agirre, A., Armengol-Estapé, J., Krallinger, M. Overview of automatic "
@@ -46,7 +49,7 @@ CITATION = (
 # A background text overlaps a dev or test text when at least this share of the 8-word sequences of
 # the shorter of the two occur in both (the first boilerplate phrases start below 5%).
 OVERLAP_WORDS, OVERLAP_SHARE = 8, 0.05
-SPLITS = {"train": datasets.Split.TRAIN, "dev": datasets.Split.VALIDATION, "test": datasets.Split.TEST}
+SPLITS = ("train", "dev", "test")  # the names of its split lists
 EVIDENCE_TYPES = {"DIAGNOSTICO": "diagnosis", "PROCEDIMIENTO": "procedure"}
 TASK_FIELDS = {"d": "diagnosis_codes", "p": "procedure_codes"}
 
@@ -229,8 +232,8 @@ class Codiesp(datasets.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         return [
-            datasets.SplitGenerator(name=split_name, gen_kwargs={"records": self.splits[split]})
-            for split, split_name in SPLITS.items()
+            datasets.SplitGenerator(name=SPLIT_OF[split], gen_kwargs={"records": self.splits[split]})
+            for split in SPLITS
         ]
 
     def _generate_examples(self, records):
@@ -265,15 +268,13 @@ def load(
     """CodiEsp's train/validation/test splits (built once, then read from the cache), its label set,
     its code terms (`code_terms`: your own JSON file instead; `num_synonyms`: M, for the parent fill
     of ICD-10-CM terms) and, in English, the background texts for word2vec."""
-    from .code_synonyms import codiesp_synonyms
-
     builder = Codiesp(config_name=config, language=language, data_dir=data_dir, extra_codes=extra_codes,
                       cache_dir=cache_dir)
     builder.download_and_prepare()
     if code_terms is not None:
         terms = read_code_terms(Path(code_terms))
     else:
-        terms = codiesp_synonyms(config, language, num_synonyms, data_dir=data_dir, extra_codes=extra_codes)[0]
+        terms = codiesp_terms(builder, num_synonyms)[0]
     description = f"CodiEsp (CLEF eHealth 2020, CC BY 4.0), config {config}, " + (
         "the organisers' English translation" if language == "en" else "the original Spanish")
     return CodingData(
@@ -295,3 +296,28 @@ def spanish_evidence_terms(codes, train_records: list[dict]) -> dict[str, list[s
             if row["code"] in counts:
                 counts[row["code"]][row["text"].strip()] += 1
     return {code: [text for text, _ in counter.most_common()] for code, counter in counts.items()}
+
+
+def codiesp_terms(builder: "Codiesp", num_synonyms: int = 4, seed: int = 0) -> tuple[dict[str, list[str]], dict]:
+    """Terms for the codes of a CodiEsp builder's config, and a report.
+
+    English diagnoses: ICD-10-CM entries (with the parent's title for codes with fewer than M−1
+    terms; retired codes take their parent's entry). Spanish, and procedures (no open ICD-10-PCS
+    titles are at hand): the train split's CodiEsp-X evidence texts of the code, most frequent
+    first, then the English terms. Dev and test evidence is never used.
+    """
+    codes, diagnoses, language = builder.codes, builder.config.task == "d", builder.config.language
+    english, fallbacks = open_icd10cm_synonyms(codes, seed, num_synonyms - 1) if diagnoses else ({}, {})
+    if language == "en" and diagnoses:
+        synonyms = english
+    else:
+        evidence = spanish_evidence_terms(codes, builder.splits["train"])
+        synonyms = {}
+        for code in codes:
+            terms = evidence[code] + english.get(code, [])
+            if not terms and not diagnoses:
+                terms = [code]  # a procedure never seen with evidence in train: only its code
+            unique = list(dict.fromkeys(terms))
+            synonyms[code] = unique
+    summary = report(synonyms) | {"codes_from_parent_entry": len(fallbacks)}
+    return synonyms, summary

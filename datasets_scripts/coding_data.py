@@ -15,11 +15,15 @@ from dataclasses import dataclass, field
 import datasets
 from datasets import DatasetDict
 
-from .files import InputError
+from .errors import InputError
 
 logger = logging.getLogger(__name__)
 
 COLUMNS = ("id", "text", "labels", "gold_codes")
+# The split of each name the sources' split lists use: their dev split is "dev" (CodiEsp, CAML) or
+# "val" (Edin et al., MDACE).
+SPLIT_OF = {"train": datasets.Split.TRAIN, "dev": datasets.Split.VALIDATION, "val": datasets.Split.VALIDATION,
+            "test": datasets.Split.TEST}
 
 
 def coding_features(**columns) -> datasets.Features:

@@ -14,12 +14,9 @@ from typing import BinaryIO
 
 from tqdm.auto import tqdm
 
+from .errors import InputError
+
 csv.field_size_limit(sys.maxsize)  # discharge summaries exceed the default 128 KiB field limit
-
-
-class InputError(ValueError):
-    """Bad input (a missing, malformed or cut-short file, an unknown option): the message names the
-    file or option at fault, the line where there is one, and the fix, and never quotes a note."""
 
 
 def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
@@ -110,7 +107,7 @@ def read_json_lines(path: Path, expected: str) -> Iterator[tuple[int, dict]]:
     """
     if not path.is_file():
         raise InputError(f"{path}: no such file (expected JSON lines of {expected}).")
-    opener = gzip.open if path.suffix == ".gz" else open
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
     try:
         with opener(path, "rt", encoding="utf-8") as lines:
             for line_number, line in enumerate(lines, start=1):

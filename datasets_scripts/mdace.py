@@ -39,13 +39,14 @@ from pathlib import Path
 
 import datasets
 
-from .coding_data import CodingData, DataCard, coding_features
-from .files import InputError, find_input, fingerprint, read_csv_rows
+from .coding_data import CodingData, DataCard, SPLIT_OF, coding_features
+from .errors import InputError
+from .files import find_input, fingerprint, read_csv_rows
 from .mimic_iii import admission_id
 
 logger = logging.getLogger(__name__)
 
-SPLITS = {"train": datasets.Split.TRAIN, "val": datasets.Split.VALIDATION, "test": datasets.Split.TEST}
+SPLITS = ("train", "val", "test")  # the names of its split lists
 CITATION = ("Cheng, H., Jafari, R., Russell, A., Klopfer, R., Lu, E., Striner, B., Gormley, M. MDACE: MIMIC "
             "Documents Annotated with Code Evidence. ACL 2023.")
 
@@ -131,8 +132,8 @@ class Mdace(datasets.GeneratorBasedBuilder):
             example = self.admission(hadm_id, sorted(notes, key=lambda note: order[note["note_id"]]), texts)
             if example["evidence"] and hadm_id in assigned:
                 examples[assigned[hadm_id]].append(example)
-        return [datasets.SplitGenerator(name=name, gen_kwargs={"examples": sorted(examples[split], key=lambda e: e["hadm_id"])})
-                for split, name in SPLITS.items()]
+        return [datasets.SplitGenerator(name=SPLIT_OF[split], gen_kwargs={"examples": sorted(examples[split], key=lambda e: e["hadm_id"])})
+                for split in SPLITS]
 
     def admission(self, hadm_id: int, notes: list[dict], texts: dict[int, str]) -> dict:
         """One example: the notes joined with a tab, each span moved to its offset in the joined text."""

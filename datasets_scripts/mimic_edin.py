@@ -39,13 +39,16 @@ from pathlib import Path
 
 import datasets
 
-from .coding_data import CodingData, DataCard, coding_features
-from .files import InputError, find_input, fingerprint, read_code_terms, read_csv_rows
+from .coding_data import CodingData, DataCard, SPLIT_OF, coding_features
+from .errors import InputError
+from .files import find_input, fingerprint, read_code_terms, read_csv_rows
 from .mimic_iii import DISCHARGE_SUMMARY, admission_id, format_icd9_code
+from .synonyms.icd10cm import open_icd10cm_synonyms
+from .synonyms.umls import umls_synonyms
 
 logger = logging.getLogger(__name__)
 
-SPLITS = {"train": datasets.Split.TRAIN, "val": datasets.Split.VALIDATION, "test": datasets.Split.TEST}
+SPLITS = ("train", "val", "test")  # the names of its split lists
 MIN_CODE_COUNT = 10
 # MIMIC-IV: (hosp/ or note/ file, its columns); MIMIC-III: the same roles, its own names
 MIMIC4_FILES = {"diagnoses": ("hosp/diagnoses_icd.csv", ("hadm_id", "icd_code", "icd_version")),
@@ -182,8 +185,8 @@ class MimicEdin(datasets.GeneratorBasedBuilder):
                                         "text": "\t".join(texts), "labels": targets[hadm_id],
                                         "gold_codes": targets[hadm_id]})
         self.report_sizes(examples, assigned)
-        return [datasets.SplitGenerator(name=name, gen_kwargs={"examples": examples[split]})
-                for split, name in SPLITS.items()]
+        return [datasets.SplitGenerator(name=SPLIT_OF[split], gen_kwargs={"examples": examples[split]})
+                for split in SPLITS]
 
     def targets(self, with_note: set[int]) -> dict[int, list[str]]:
         """hadm_id → procedure codes then diagnosis codes, each kept when it occurs in at least
@@ -237,8 +240,6 @@ def code_terms_of(builder: MimicEdin, codes: list[str], num_synonyms: int, mrcon
     """code → [long title, synonyms…]: with `mrconso`, the authors' UMLS recipe over the config's
     vocabularies (ICD9CM; ICD10CM and ICD10PCS); else open sources, ICD-10-CM's inclusion terms for
     ICD-10-CM diagnoses."""
-    from .code_synonyms import open_icd10cm_synonyms, umls_synonyms
-
     titles = builder.code_titles()
     if mrconso is not None:
         sources = ("ICD9CM",) if builder.config.icd_version == 9 else ("ICD10CM", "ICD10PCS")

@@ -31,12 +31,13 @@ from pathlib import Path
 
 import datasets
 
-from .coding_data import CodingData, DataCard, coding_features
-from .files import InputError, find_input, fingerprint, read_code_terms, read_csv_rows
+from .coding_data import CodingData, DataCard, SPLIT_OF, coding_features
+from .errors import InputError
+from .files import find_input, fingerprint, read_code_terms, read_csv_rows
 
 logger = logging.getLogger(__name__)
 
-SPLITS = {"train": datasets.Split.TRAIN, "dev": datasets.Split.VALIDATION, "test": datasets.Split.TEST}
+SPLITS = ("train", "dev", "test")  # the names of its split lists
 EXPECTED_SIZES = {  # documents per split and codes in the label set (the paper's data table)
     "full": {"train": 47_723, "dev": 1_631, "test": 3_372, "codes": 8_929},
     "50": {"train": 8_066, "dev": 1_573, "test": 1_729, "codes": 50},
@@ -179,8 +180,8 @@ class MimicIII(datasets.GeneratorBasedBuilder):
         }
         self._check_sizes(examples, split_ids)
         return [
-            datasets.SplitGenerator(name=split_name, gen_kwargs={"examples": examples[split]})
-            for split, split_name in SPLITS.items()
+            datasets.SplitGenerator(name=SPLIT_OF[split], gen_kwargs={"examples": examples[split]})
+            for split in SPLITS
         ]
 
     def _check_sizes(self, examples, split_ids):

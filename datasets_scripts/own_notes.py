@@ -12,7 +12,8 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict
 
 from .coding_data import CodingData, DataCard
-from .files import InputError, read_code_terms, read_json_lines
+from .errors import InputError
+from .files import read_code_terms, read_json_lines
 
 
 def read_coded_notes(path: Path, label_set: set[str]) -> list[dict]:

@@ -194,7 +194,7 @@ def build_code_term_ids(
     if missing:
         raise KeyError(
             f"build_code_term_ids: {len(missing)} codes have no terms, e.g. {missing[:5]}; give each code at "
-            "least its description (datasets_scripts/code_synonyms.py builds code → [description, synonyms…])."
+            "least its description (python -m datasets_scripts.code_synonyms builds code → [description, synonyms…])."
         )
     selected = [
         select_code_terms(code_terms[code], num_synonyms, None if seed is None else f"{seed}:{code}")

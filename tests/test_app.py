@@ -23,7 +23,7 @@ from conftest import chromium_path, make_model
 from synthetic_corpus import SIGNALS, run
 
 import msmn_app
-from datasets_scripts.files import InputError
+from datasets_scripts import InputError
 from modeling_msmn import ICDCodingPipeline
 
 MSMN_APP = str(Path(sys.executable).parent / "msmn-app")  # the console script pyproject.toml installs

@@ -5,17 +5,12 @@ import json
 
 import pytest
 
-from datasets_scripts.code_synonyms import (
-    clean_term,
-    icd10cm_codes,
-    main,
-    open_icd10cm_synonyms,
-    open_icd9_synonyms,
-    read_icd9_titles,
-    report,
-    umls_synonyms,
-)
-from datasets_scripts.files import InputError
+from datasets_scripts.code_synonyms import main
+from datasets_scripts.synonyms import clean_term, report
+from datasets_scripts.synonyms.icd9 import open_icd9_synonyms, read_icd9_titles
+from datasets_scripts.synonyms.icd10cm import icd10cm_codes, open_icd10cm_synonyms
+from datasets_scripts.synonyms.umls import umls_synonyms
+from datasets_scripts import InputError
 
 
 def mrconso_line(cui, language, source, code, string, suppress="N"):
@@ -140,10 +135,10 @@ def test_command_line_writes_json_report_and_cache(tmp_path, mrconso, capsys, mo
     assert json.loads(capsys.readouterr().out)["codes"] == 50
     assert not list(tmp_path.glob("*.partial"))
 
-    import datasets_scripts.code_synonyms as code_synonyms
+    import datasets_scripts.synonyms.umls as umls
     reads = []
-    original = code_synonyms.read_mrconso
-    monkeypatch.setattr(code_synonyms, "read_mrconso", lambda path, *sources: reads.append(path) or original(path, *sources))
+    original = umls.read_mrconso
+    monkeypatch.setattr(umls, "read_mrconso", lambda path, *sources: reads.append(path) or original(path, *sources))
     arguments = ["--mimic-dir", str(tmp_path), "--setting", "50", "--mrconso", str(mrconso), "--output", str(tmp_path / "again.json")]
     main(arguments)
     assert reads == [] and json.loads((tmp_path / "again.json").read_text()) == synonyms  # from the cache

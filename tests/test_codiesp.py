@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datasets_scripts.code_synonyms import codiesp_synonyms
+from datasets_scripts.codiesp import Codiesp, codiesp_terms
 import datasets_scripts
 from datasets_scripts.codiesp import background_texts, read_shipped_split, shipped_folder, word_sequences
-from datasets_scripts.files import InputError
+from datasets_scripts import InputError
 from modeling_msmn.metrics import mean_average_precision
 
 ORIGINAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "codiesp"
@@ -147,7 +147,7 @@ def test_bad_user_folders(user_folder, tmp_path):
 
 
 def test_spanish_terms_come_from_train_evidence_only():
-    terms, summary = codiesp_synonyms("codiesp-d-50", language="es")
+    terms, summary = codiesp_terms(Codiesp(config_name="codiesp-d-50", language="es"))
     train_evidence = Counter(
         e["text"].strip() for r in read_shipped_split("train") for e in r["evidence"] if e["code"] == "R50.9"
     )
@@ -159,7 +159,7 @@ def test_spanish_terms_come_from_train_evidence_only():
 
 
 def test_english_terms_with_parent_fill_and_retired_codes():
-    terms, summary = codiesp_synonyms("codiesp-d", num_synonyms=4)
+    terms, summary = codiesp_terms(Codiesp(config_name="codiesp-d"), num_synonyms=4)
     assert terms["R50.9"][0] == "Fever, unspecified" and "pyrexia nos" in terms["R50.9"]
     assert terms["I10"][0] == "Essential (primary) hypertension" and "hypertensive diseases" in terms["I10"]
     assert summary["codes_from_parent_entry"] > 0 and summary["codes_without_terms"] == []

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 import datasets_scripts
-from datasets_scripts.files import InputError
+from datasets_scripts import InputError
 from datasets_scripts.mdace import note_documents, note_spans, read_charts, spans_from_mdace, spans_to_mdace
 from datasets_scripts.mdace import split_of_admissions
 from modeling_msmn.metrics import evidence_keys, evidence_scores, trim_span

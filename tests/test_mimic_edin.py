@@ -8,7 +8,7 @@ import gzip
 import pytest
 
 import datasets_scripts
-from datasets_scripts.files import InputError
+from datasets_scripts import InputError
 from datasets_scripts.mimic_edin import format_code
 
 TRAIN = [20000024, 20000034, 20000094, 20000147, 20000343, 20000588, 20000694, 20001305, 20001363, 20001395,

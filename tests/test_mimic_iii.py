@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import datasets_scripts
-from datasets_scripts.files import InputError
+from datasets_scripts import InputError
 from datasets_scripts.mimic_iii import MimicIII, format_icd9_code, split_hadm_ids
 
 TRAIN_A, TRAIN_B = 100006, 100029  # in train_50 and train_full

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 import datasets_scripts  # noqa: E402
 import train  # noqa: E402
 from datasets_scripts import InputError  # noqa: E402
-from datasets_scripts.code_synonyms import candidate_code_terms  # noqa: E402
+from datasets_scripts.synonyms.icd10cm import candidate_code_terms  # noqa: E402
 
 
 def test_rdrop_kl_forms_by_hand():
