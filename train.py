@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -108,6 +108,10 @@ class DataArguments:
             if value is not None and value < 1:
                 keep_all = " (or leave it out to keep every document)" if name.startswith("max_") else ""
                 raise InputError(f"--{name} {value}: give 1 or more{keep_all}.")
+
+    def term_seed_or_none(self) -> int | None:
+        """The seed of each code's choice of terms; None (--term_seed -1) keeps their order."""
+        return None if self.term_seed < 0 else self.term_seed
 
     def dataset_options(self) -> dict:
         """The options given for the dataset's `load`."""
@@ -337,33 +341,47 @@ def read_preset(name: str) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def chosen_preset(given: dict) -> dict:
+    """The settings of --preset; without a preset and without data arguments, the default preset's."""
+    preset = given.get("preset")
+    if preset is None and not {"dataset", "train_file", "data_dir"} & set(given):
+        preset = DEFAULT_PRESET
+    settings = read_preset(preset) if preset else {}
+    known = {argument.name for arguments in (DataArguments, MSMNTrainingArguments) for argument in fields(arguments)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise InputError(f"preset {preset}: {unknown} are not arguments of train.py (python train.py --help lists them).")
+    return settings
+
+
 def parse_arguments(argv: list[str]) -> tuple[DataArguments, MSMNTrainingArguments]:
-    """The preset's settings (without a preset and without data arguments: the default preset), then
-    the given ones, from the command line or a JSON/YAML file; the config overrides add up."""
+    """The preset's settings, then the given ones, from the command line or a JSON/YAML file; the
+    config overrides add up (the preset's first)."""
     parser = HfArgumentParser((DataArguments, MSMNTrainingArguments))
     if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
         import yaml  # JSON is YAML
 
         given = yaml.safe_load(Path(argv[0]).read_text(encoding="utf-8")) or {}
-    else:
-        given_parser = HfArgumentParser((DataArguments, MSMNTrainingArguments))
-        for action in given_parser._actions:  # only the arguments given appear, also those equal to a default
-            action.default = argparse.SUPPRESS
-        namespace, unknown = given_parser.parse_known_args(argv)
-        if unknown:
-            raise InputError(f"unknown arguments {unknown}; python train.py --help lists them.")
-        given = vars(namespace)
-    preset = given.get("preset")
-    if preset is None and not {"dataset", "train_file", "data_dir"} & set(given):
-        preset = DEFAULT_PRESET
-    settings = read_preset(preset) if preset else {}
+    else:  # what decides the preset and the overrides, read before the rest
+        choices = argparse.ArgumentParser(add_help=False)
+        for name in ("preset", "dataset", "train_file", "data_dir", "config_overrides"):
+            choices.add_argument(f"--{name}", default=argparse.SUPPRESS)
+        given = vars(choices.parse_known_args(argv)[0])
+    settings = chosen_preset(given)
     overrides = ",".join(filter(None, [settings.get("config_overrides"), given.get("config_overrides")])) or None
     try:
-        return parser.parse_dict({**settings, **given, "config_overrides": overrides})
+        if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
+            return parser.parse_dict({**settings, **given, "config_overrides": overrides})
+        parser.set_defaults(**settings)  # the command line wins over the preset, also with a default value
+        data_args, training_args, unknown = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True)
     except InputError:  # an argument's own check: its message names it
         raise
-    except ValueError as error:  # e.g. a key that is no argument, in the preset or the file
-        raise InputError(f"{'preset ' + preset if preset else argv[0]}: {error}") from None
+    except ValueError as error:  # e.g. a key that is no argument, in the file
+        raise InputError(f"{argv[0]}: {error}") from None
+    if unknown:
+        raise InputError(f"unknown arguments {unknown}; python train.py --help lists them.")
+    data_args.config_overrides = overrides
+    return data_args, training_args
 
 
 def model_config(overrides: str | None, **settings) -> MSMNConfig:
@@ -378,12 +396,13 @@ def model_config(overrides: str | None, **settings) -> MSMNConfig:
         raise InputError(f"--config_overrides {overrides!r}: {error}") from None
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
+def setup(argv: list[str]) -> tuple[DataArguments, MSMNTrainingArguments]:
+    """The arguments, checked against the machine and the launcher; logging and the seed set."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size > 1 and not torch.cuda.is_available():
         # Without it, transformers sets up no process group on CPU and each process trains alone.
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
-    data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    data_args, training_args = parse_arguments(argv)
     if world_size > 1 and training_args.parallel_mode != ParallelMode.DISTRIBUTED:
         raise InputError(
             f"{world_size} processes were launched, but the Trainer is not distributed ({training_args.parallel_mode}); "
@@ -396,10 +415,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         )
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
     logging.getLogger("gensim").setLevel(logging.WARNING)
-    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, at the end
     set_seed(training_args.seed)
+    return data_args, training_args
 
-    settings = model_config(data_args.config_overrides)  # checked before the data are built
+
+def load_data(data_args: DataArguments, training_args: MSMNTrainingArguments, settings: MSMNConfig):
+    """The dataset's splits, cut to --max_*_samples; without dev, no epoch selection."""
     data = datasets_scripts.load(data_args.dataset, num_synonyms=settings.num_synonyms, **data_args.dataset_options())
     data.limit(data_args.max_train_samples, data_args.max_eval_samples)
     if "validation" not in data.splits:
@@ -408,7 +429,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if selection.startswith("precision_at_") and int(selection.rsplit("_", 1)[1]) >= len(data.codes):
         logger.warning("%s cannot tell models apart with %d codes: selecting the best epoch by micro_auc", selection, len(data.codes))
         training_args.metric_for_best_model = "micro_auc"
+    return data
 
+
+def candidates(data_args: DataArguments, training_args: MSMNTrainingArguments, settings: MSMNConfig, data):
+    """(code → terms of --candidate_codes, those outside the label set: where extra negatives come from)."""
     candidate_terms = candidate_code_terms(data_args.candidate_codes, settings.num_synonyms)
     extra_negative_codes = sorted(set(candidate_terms) - set(data.codes))
     if training_args.extra_negative_codes and not extra_negative_codes:
@@ -417,33 +442,38 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     if training_args.extra_negative_codes and settings.score_function == "linear":
         raise InputError("--extra_negative_codes: score_function=linear has weights per label code, so it cannot "
                          "score other codes; choose reference, biaffine or dot.")
-    candidate_term_list = [term for terms in candidate_terms.values() for term in terms]
+    return candidate_terms, extra_negative_codes
+
+
+def build_model(data_args: DataArguments, training_args: MSMNTrainingArguments, data, candidate_terms):
+    """(tokenizer, model with word2vec embeddings): the vocabulary from the training notes and the code
+    terms (the candidates' too), each code's M terms, the config."""
     term_words = [word for code in data.codes for term in data.code_terms[code] for word in split_words(term)]
-    term_words += [word for term in candidate_term_list for word in split_words(term)]
+    term_words += [word for terms in candidate_terms.values() for term in terms for word in split_words(term)]
     train_texts = data.splits["train"]["text"]
+    settings = model_config(data_args.config_overrides)
     vocab = build_vocabulary(train_texts, data_args.min_count, term_words, min_texts=data_args.min_notes)
     tokenizer = build_tokenizer(vocab, model_max_length=settings.max_note_tokens)
-    term_seed = None if data_args.term_seed < 0 else data_args.term_seed
     term_ids, terms = build_code_term_ids(tokenizer, data.codes, data.code_terms, settings.num_synonyms,
-                                          settings.term_length, term_seed)
+                                          settings.term_length, data_args.term_seed_or_none())
     config = model_config(
         data_args.config_overrides, vocab_size=len(vocab), pad_token_id=tokenizer.pad_token_id,
         id2label=dict(enumerate(data.codes)), code_terms=terms,
         code_descriptions=[data.code_terms[code][0] for code in data.codes],
     )
     model = MSMNForSequenceClassification(config, code_term_ids=term_ids)
-    extra_negative_term_ids = None  # (E, M, term_length): the codes extra negatives are drawn from
-    if training_args.extra_negative_codes:
-        extra_ids = build_code_term_ids(tokenizer, extra_negative_codes, candidate_terms, config.num_synonyms,
-                                        config.term_length, term_seed)[0]
-        extra_negative_term_ids = torch.tensor(extra_ids).view(len(extra_negative_codes), config.num_synonyms, -1)
     word2vec_texts = list(train_texts) + (data.unlabelled_texts if data_args.word2vec_unlabelled_texts else [])
     if data_args.word2vec_epochs is None:
         data_args.word2vec_epochs = 10 if len(word2vec_texts) >= SMALL_WORD2VEC_CORPUS else 100
     # each candidate term a sentence: its words get vectors, also those no note holds
-    word2vec_texts += candidate_term_list
+    word2vec_texts += [term for terms in candidate_terms.values() for term in terms]
     vectors = word2vec_vectors(data_args, tokenizer, word2vec_texts, config.embedding_dim, training_args.seed)
     model.set_word_embeddings(embedding_matrix(vectors, vocab, config.embedding_dim, training_args.seed))
+    return tokenizer, model
+
+
+def encode_splits(data, tokenizer, config: MSMNConfig):
+    """Token ids and multi-hot labels (notes × codes) of every split."""
 
     def encode(batch):
         encoded = tokenizer(batch["text"], truncation=True, max_length=config.max_note_tokens)
@@ -452,7 +482,38 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             encoded["labels"][row, [config.label2id[code] for code in document_codes]] = 1.0
         return encoded
 
-    encoded = data.splits.map(encode, batched=True, remove_columns=data.splits["train"].column_names)
+    return data.splits.map(encode, batched=True, remove_columns=data.splits["train"].column_names)
+
+
+def evaluate(trainer, encoded, data) -> tuple[dict, dict]:
+    """(test report, dev metrics), both at the threshold tuned on dev (stored in the config)."""
+    results, dev_results = {}, {}
+    if "validation" in encoded:  # every process predicts its share; the Trainer gathers them
+        probabilities, labels = probabilities_and_labels(trainer.predict(encoded["validation"]))
+        trainer.model.config.threshold = min(max(tune_threshold(probabilities, labels), 1e-6), 1 - 1e-6)
+        dev_results = icd_metrics(probabilities, labels, trainer.model.config.threshold)
+    if "test" in encoded:
+        probabilities, labels = probabilities_and_labels(trainer.predict(encoded["test"]))
+        train_codes = {code for document in data.splits["train"]["labels"] for code in document}
+        results = test_report(probabilities, labels, data.splits["test"]["gold_codes"], data.codes, train_codes,
+                              trainer.model.config.threshold)
+    return results, dev_results
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    data_args, training_args = setup(sys.argv[1:] if argv is None else argv)
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, at the end
+    settings = model_config(data_args.config_overrides)  # checked before the data are built
+    data = load_data(data_args, training_args, settings)
+    candidate_terms, extra_negative_codes = candidates(data_args, training_args, settings, data)
+    tokenizer, model = build_model(data_args, training_args, data, candidate_terms)
+    config = model.config
+    extra_negative_term_ids = None  # (E, M, term_length): the codes extra negatives are drawn from
+    if training_args.extra_negative_codes:
+        extra_ids = build_code_term_ids(tokenizer, extra_negative_codes, candidate_terms, config.num_synonyms,
+                                        config.term_length, data_args.term_seed_or_none())[0]
+        extra_negative_term_ids = torch.tensor(extra_ids).view(len(extra_negative_codes), config.num_synonyms, -1)
+    encoded = encode_splits(data, tokenizer, config)
     trainer = RDropTrainer(
         model=model,
         args=training_args,
@@ -464,17 +525,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         extra_negative_term_ids=extra_negative_term_ids,
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-
-    results, dev_results = {}, {}
-    if "validation" in encoded:  # every process predicts its share; the Trainer gathers them
-        probabilities, labels = probabilities_and_labels(trainer.predict(encoded["validation"]))
-        trainer.model.config.threshold = min(max(tune_threshold(probabilities, labels), 1e-6), 1 - 1e-6)
-        dev_results = icd_metrics(probabilities, labels, trainer.model.config.threshold)
-    if "test" in encoded:
-        probabilities, labels = probabilities_and_labels(trainer.predict(encoded["test"]))
-        train_codes = {code for document in data.splits["train"]["labels"] for code in document}
-        results = test_report(probabilities, labels, data.splits["test"]["gold_codes"], data.codes, train_codes,
-                              trainer.model.config.threshold)
+    results, dev_results = evaluate(trainer, encoded, data)
     if trainer.is_world_process_zero():
         save_checkpoint(trainer, results, dev_results, data.card, data_args.min_notes, push_to_hub)
     return results

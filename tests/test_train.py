@@ -400,6 +400,13 @@ def test_command_line_wins_over_the_preset_also_with_a_default_value():
         train.parse_arguments(["--no_such_option", "1"])
 
 
+def test_a_preset_key_that_is_no_argument_is_named(tmp_path, monkeypatch):
+    (tmp_path / "typo.json").write_text(json.dumps({"dataset": "codiesp", "learning_rat": 0.1}))
+    monkeypatch.setattr(train, "PRESETS", tmp_path)
+    with pytest.raises(train.InputError, match=r"preset typo: \['learning_rat'\] are not arguments of train.py"):
+        train.parse_arguments(["--preset", "typo"])
+
+
 class _Payload:
     """Unpickling this touches `marker`: it shows whether a file was ever unpickled."""
 
