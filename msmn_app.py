@@ -35,7 +35,8 @@ from huggingface_hub.errors import HFValidationError
 from datasets_scripts.codiesp import read_shipped_split
 from datasets_scripts import InputError
 from modeling_msmn import ICDCodingPipeline, split_words
-from msmn_code import EVIDENCE_STYLE, load_coder, marked_text, utf8_note
+from evidence_markup import EVIDENCE_STYLE, code_line, note_with_evidence
+from msmn_code import load_coder, utf8_note
 
 MODEL_VARIABLE = "MSMN_MODEL"  # the checkpoint a Space (or `python app.py` without --model) serves
 EXAMPLE_IDS = [  # CodiEsp test reports with several of the 50 most frequent codes, under 1,200 characters
@@ -201,13 +202,8 @@ def evidence_html(review: Review) -> str:
     if review.selected is None:
         return '<p class="none">No code selected.</p>' if review.note else ""
     code = review.code(review.selected)
-    synonym = f" · best synonym: “{html.escape(code['synonym'])}”" if code["synonym"] else ""
-    return (
-        f'<div id="evidence" data-code="{html.escape(code["code"])}"><p><span class="code-id">'
-        f'{html.escape(code["code"])}</span> {html.escape(code["description"] or "")} <span class="probability">'
-        f"{100 * code['probability']:.1f}%{synonym}</span></p>"
-        f'<div class="note-text">{marked_text(review.note, code["evidence"])}</div></div>'
-    )
+    return (f'<div id="evidence" data-code="{html.escape(code["code"])}"><p>{code_line(code)}</p>'
+            f"{note_with_evidence(review.note, code)}</div>")
 
 
 def model_card_data(folder: Path):
@@ -252,81 +248,84 @@ def model_folder(model: str) -> Path:
 PAGE_STYLE = EVIDENCE_STYLE + "#evidence .note-text { max-height: 32rem; overflow-y: auto; }"
 
 
-def build_page(coder: ICDCodingPipeline, summary: str, examples: list[str], exports: Path,
-               max_note_chars: int = MAX_NOTE_CHARS) -> "gradio.Blocks":
-    """The review page; the export files go to folders under `exports`."""
-    import gradio as gr  # imported here, after main has set GRADIO_TEMP_DIR: Gradio reads it once, at import
+def write_exports(review: Review, exports: Path) -> tuple[str | None, str | None]:
+    """(JSON file, CSV file) of the review's codes, in a folder of their own under `exports` (one per
+    distinct export, so a download never serves another review's file); (None, None) without codes."""
+    if not review.codes:
+        return None, None
+    exported = export_json(review)
+    folder = exports / hashlib.sha256(exported.encode()).hexdigest()[:20]
+    folder.mkdir(exist_ok=True)
+    (folder / "codes.json").write_text(exported, encoding="utf-8")
+    (folder / "codes.csv").write_text(export_csv(review), encoding="utf-8")
+    return str(folder / "codes.json"), str(folder / "codes.csv")
 
-    config = coder.model.config
-    search = CodeSearch(list(config.id2label.values()), config.code_terms, config.code_descriptions)
 
-    def show(review: Review, message: str = ""):
-        """Every view of the review: the table, the evidence, the export files and a message."""
-        if review.codes:  # one folder per distinct export, so a download never serves another review's file
-            exported = export_json(review)
-            folder = exports / hashlib.sha256(exported.encode()).hexdigest()[:20]
-            folder.mkdir(exist_ok=True)
-            (folder / "codes.json").write_text(exported, encoding="utf-8")
-            (folder / "codes.csv").write_text(export_csv(review), encoding="utf-8")
-            json_file, csv_file = str(folder / "codes.json"), str(folder / "codes.csv")
-        else:
-            json_file = csv_file = None
-        return (
-            review,
-            review.table(),
-            evidence_html(review),
-            gr.DownloadButton(value=json_file, interactive=json_file is not None),
-            gr.DownloadButton(value=csv_file, interactive=csv_file is not None),
-            message,
-        )
+class ReviewEvents:
+    """The page's event handlers: each takes the review (and what the event carries) and returns every
+    view of the review — the state, the table, the evidence, the two export buttons and a message."""
 
-    def code_note(note, threshold, top_k, review):
+    def __init__(self, gr, coder: ICDCodingPipeline, exports: Path, max_note_chars: int):
+        config = coder.model.config
+        self.gr, self.coder, self.exports, self.max_note_chars = gr, coder, exports, max_note_chars
+        self.search = CodeSearch(list(config.id2label.values()), config.code_terms, config.code_descriptions)
+
+    def show(self, review: Review, message: str = ""):
+        json_file, csv_file = write_exports(review, self.exports)
+        return (review, review.table(), evidence_html(review),
+                self.gr.DownloadButton(value=json_file, interactive=json_file is not None),
+                self.gr.DownloadButton(value=csv_file, interactive=csv_file is not None), message)
+
+    def code_note(self, note, threshold, top_k, review):
         try:
-            warning = check_note(coder, note, max_note_chars)
+            warning = check_note(self.coder, note, self.max_note_chars)
         except ValueError as error:
-            return show(Review(), f"**{error}**")
+            return self.show(Review(), f"**{error}**")
         if note != review.note:  # a new note: a new review
             review = Review(note=note)
-        review.suggest(suggestions(coder, note, threshold, top_k))
+        review.suggest(suggestions(self.coder, note, threshold, top_k))
         if not review.codes:
             warning = (warning + " " if warning else "") + "No code above the threshold: lower it, set a top k, or add codes."
-        return show(review, warning)
+        return self.show(review, warning)
 
-    def recode(note, threshold, top_k, review):
-        return code_note(note, threshold, top_k, review) if review.note else show(review)
+    def recode(self, note, threshold, top_k, review):
+        return self.code_note(note, threshold, top_k, review) if review.note else self.show(review)
 
-    def select(review, event: gr.SelectData):
+    def select(self, review, event):  # event: gr.SelectData, the clicked cell
         review.selected = review.codes[event.index[0]]["code"]
-        return show(review)
+        return self.show(review)
 
-    def decide(review, accepted):
+    def decide(self, review, accepted: bool):
         try:
             review.decide(accepted)
         except ValueError as error:
-            return show(review, f"**{error}**")
-        return show(review)
+            return self.show(review, f"**{error}**")
+        return self.show(review)
 
-    def find(query):
-        matches = search(query)
-        choices = [(search.label(code), code) for code in matches]
-        return gr.Radio(choices=choices, value=matches[0] if matches else None)
+    def find(self, query):
+        matches = self.search(query)
+        return self.gr.Radio(choices=[(self.search.label(code), code) for code in matches],
+                             value=matches[0] if matches else None)
 
-    def add(code, review):
+    def add(self, code, review):
         if not review.note:
-            return show(review, "**Code a note first, then add codes to it.**")
+            return self.show(review, "**Code a note first, then add codes to it.**")
         if not code:
-            return show(review, "**Search for a code by code or description, pick it, then press Add.**")
-        review.add(coder(review.note, codes=[code])[0])
-        return show(review)
+            return self.show(review, "**Search for a code by code or description, pick it, then press Add.**")
+        review.add(self.coder(review.note, codes=[code])[0])
+        return self.show(review)
 
-    def upload(file):
+    def upload(self, file):
         try:
             note = utf8_note(Path(file).read_bytes(), Path(file).name)
-            check_note(coder, note, max_note_chars)
+            check_note(self.coder, note, self.max_note_chars)
             return note, ""
         except ValueError as error:  # InputError too
-            return gr.Textbox(), f"**{error}**"
+            return self.gr.Textbox(), f"**{error}**"
 
+
+def page_layout(gr, threshold: float, summary: str, examples: list[str]) -> dict:
+    """The page's components, by name, laid out; the page itself is "page"."""
     # Gradio's copies of the exports (a patient's codes) are deleted after an hour, and at exit.
     with gr.Blocks(title="MSMN ICD coding review", analytics_enabled=False, delete_cache=(600, 3600)) as page:
         review = gr.State(Review())
@@ -339,7 +338,7 @@ def build_page(coder: ICDCodingPipeline, summary: str, examples: list[str], expo
                     code_button = gr.Button("Code", variant="primary", elem_id="code-button")
                 gr.Examples(examples=[[example] for example in examples], inputs=[note], label="CodiEsp test reports")
             with gr.Column(scale=1):
-                threshold = gr.Slider(0.01, 0.99, value=round(config.threshold, 3), step=0.001, label="Threshold")
+                threshold = gr.Slider(0.01, 0.99, value=round(threshold, 3), step=0.001, label="Threshold")
                 top_k = gr.Number(value=0, precision=0, minimum=0, label="Top k (0: use the threshold)", elem_id="top-k")
                 query = gr.Textbox(label="Add a code: search by code or description", elem_id="code-query")
                 found = gr.Radio(choices=[], label="Matching codes (the first 20)", elem_id="code-found")
@@ -357,19 +356,43 @@ def build_page(coder: ICDCodingPipeline, summary: str, examples: list[str], expo
                     csv_button = gr.DownloadButton("Export CSV", interactive=False, elem_id="export-csv")
             with gr.Column(scale=2):
                 evidence = gr.HTML(label="Evidence", elem_id="evidence-panel")
+    return {name: value for name, value in locals().items() if name not in ("gr", "summary", "examples")}
 
-        views = [review, table, evidence, json_button, csv_button, message]
-        code_button.click(code_note, [note, threshold, top_k, review], views)
-        threshold.change(recode, [note, threshold, top_k, review], views, trigger_mode="always_last")
-        top_k.submit(recode, [note, threshold, top_k, review], views)
-        table.select(select, [review], views)
-        accept_button.click(lambda review: decide(review, True), [review], views)
-        reject_button.click(lambda review: decide(review, False), [review], views)
-        query.input(find, [query], [found], trigger_mode="always_last")  # typing: only the latest search runs
-        query.submit(find, [query], [found])
-        add_button.click(add, [found, review], views)
-        upload_button.upload(upload, [upload_button], [note, message])
-    return page
+
+def selection_handler(events: ReviewEvents):
+    """events.select, with the annotation by which Gradio passes the clicked cell (gradio.SelectData)."""
+
+    def select(review, event: events.gr.SelectData):
+        return events.select(review, event)
+
+    return select
+
+
+def connect(page: dict, events: ReviewEvents) -> None:
+    """Each component's events to their handlers (inside the page's Blocks context)."""
+    views = [page[name] for name in ("review", "table", "evidence", "json_button", "csv_button", "message")]
+    recoding = [page["note"], page["threshold"], page["top_k"], page["review"]]
+    page["code_button"].click(events.code_note, recoding, views)
+    page["threshold"].change(events.recode, recoding, views, trigger_mode="always_last")
+    page["top_k"].submit(events.recode, recoding, views)
+    page["table"].select(selection_handler(events), [page["review"]], views)
+    page["accept_button"].click(lambda review: events.decide(review, True), [page["review"]], views)
+    page["reject_button"].click(lambda review: events.decide(review, False), [page["review"]], views)
+    page["query"].input(events.find, [page["query"]], [page["found"]], trigger_mode="always_last")  # typing: the latest
+    page["query"].submit(events.find, [page["query"]], [page["found"]])
+    page["add_button"].click(events.add, [page["found"], page["review"]], views)
+    page["upload_button"].upload(events.upload, [page["upload_button"]], [page["note"], page["message"]])
+
+
+def build_page(coder: ICDCodingPipeline, summary: str, examples: list[str], exports: Path,
+               max_note_chars: int = MAX_NOTE_CHARS) -> "gradio.Blocks":
+    """The review page; the export files go to folders under `exports`."""
+    import gradio as gr  # imported here, after main has set GRADIO_TEMP_DIR: Gradio reads it once, at import
+
+    page = page_layout(gr, coder.model.config.threshold, summary, examples)
+    with page["page"]:
+        connect(page, ReviewEvents(gr, coder, exports, max_note_chars))
+    return page["page"]
 
 
 def parse_arguments(argv):

@@ -34,6 +34,7 @@ from transformers import AutoTokenizer
 
 from datasets_scripts import InputError
 from datasets_scripts.files import read_json_lines, write_atomically
+from evidence_markup import EVIDENCE_STYLE, code_line, note_with_evidence
 from modeling_msmn import ICDCodingPipeline, MSMNConfig, MSMNForSequenceClassification
 
 
@@ -171,38 +172,12 @@ def read_stdin_note(paths: list[str]) -> str | None:
     return utf8_note(sys.stdin.buffer.read(), "standard input")
 
 
-EVIDENCE_STYLE = """
-.code-id { font-family: ui-monospace, monospace; font-weight: bold; }
-.probability { color: #555; }
-.note-text { white-space: pre-wrap; line-height: 1.6; border-left: 3px solid #eee; padding-left: .8rem; }
-mark { background: rgba(255, 153, 0, calc(.15 + .75 * var(--intensity, 1))); color: inherit; border-radius: 3px; padding: 0 1px; }
-.none { color: #777; font-style: italic; }
-"""
 REPORT_STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; color: #1d1d1f; }
 section.note { border-top: 2px solid #888; margin-top: 2rem; }
 details.code { margin: .5rem 0; border: 1px solid #ddd; border-radius: 6px; padding: .3rem .6rem; }
 summary { cursor: pointer; }
 """ + EVIDENCE_STYLE
-
-
-def marked_text(text: str, evidence: list[dict]) -> str:
-    """The note as HTML, each evidence span in a <mark> (spans of one code never overlap), as intense as
-    its share of the attention relative to the strongest span."""
-    pieces, position = [], 0
-    ranked = sorted(enumerate(evidence, start=1), key=lambda item: item[1]["start"])
-    strongest = max((span["weight"] for span in evidence), default=0.0) or 1.0
-    for rank, span in ranked:
-        pieces.append(html.escape(text[position : span["start"]]))
-        title = f"evidence {rank}: {100 * span['weight']:.0f}% of the attention"
-        pieces.append(
-            f'<mark data-rank="{rank}" data-start="{span["start"]}" data-end="{span["end"]}" '
-            f'data-weight="{span["weight"]:.4f}" style="--intensity: {span["weight"] / strongest:.3f}" title="{title}">'
-            f"{html.escape(text[span['start'] : span['end']])}</mark>"
-        )
-        position = span["end"]
-    pieces.append(html.escape(text[position:]))
-    return "".join(pieces)
 
 
 def report_header(model_name: str, num_notes: int, selection: str) -> str:
@@ -217,16 +192,9 @@ def report_header(model_name: str, num_notes: int, selection: str) -> str:
 
 def report_section(note: dict, codes: list[dict]) -> str:
     """One note of the HTML report, per predicted code the note with the code's evidence marked."""
-    items = []
-    for index, code in enumerate(codes):
-        synonym = f' · best synonym: “{html.escape(code["synonym"])}”' if code["synonym"] else ""
-        items.append(
-            f'<details class="code" data-code="{html.escape(code["code"])}"{" open" if index == 0 else ""}>'
-            f'<summary><span class="code-id">{html.escape(code["code"])}</span> '
-            f'{html.escape(code["description"] or "")} <span class="probability">'
-            f'{100 * code["probability"]:.1f}%{synonym}</span></summary>'
-            f'<div class="note-text">{marked_text(note["text"], code["evidence"])}</div></details>'
-        )
+    items = [f'<details class="code" data-code="{html.escape(code["code"])}"{" open" if index == 0 else ""}>'
+             f"<summary>{code_line(code)}</summary>{note_with_evidence(note['text'], code)}</details>"
+             for index, code in enumerate(codes)]
     body = "".join(items) or '<p class="none">No code predicted.</p>'
     return f'<section class="note"><h2>{html.escape(str(note["id"]))}</h2>{body}</section>\n'
 
