@@ -114,28 +114,9 @@ def checkpoint_metrics(folder: str, device: str) -> dict:
     return results
 
 
-def main():
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--tokens", type=int, default=4000)
-    parser.add_argument("--eval-tokens", type=int, default=2000)
-    parser.add_argument("--codes", type=int, default=NUM_CODES)
-    parser.add_argument("--checkpoint", help="a CodiEsp checkpoint folder: also its dev/test metrics in both precisions")
-    args = parser.parse_args()
-    device = args.device
-    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else torch.backends.cpu.get_cpu_capability()
-    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    print(f"torch {torch.__version__}, device {device} ({name}); load: {load}")
-    checkpoint = checkpoint_metrics(args.checkpoint, device) if args.checkpoint else {}
-
-    model = build_model(device, args.codes)
-    generator = torch.Generator().manual_seed(0)
-    input_ids = torch.randint(2, VOCABULARY_SIZE, (args.batch_size, args.tokens), generator=generator).to(device)
-    labels = (torch.rand(args.batch_size, args.codes, generator=generator) < 0.002).float().to(device)
-    results = {"device": name, "batch_size": args.batch_size, "tokens": args.tokens, "codes": args.codes, **checkpoint}
-
-    # training steps
+def training_steps(model, input_ids, labels, device: str) -> dict:
+    """Seconds and memory of a training step, every code or gold + 256 sampled, in fp32 and bf16 autocast."""
+    results = {}
     model.train()
     for sampled in (0, 256):
         for bf16 in (False, True):
@@ -157,51 +138,84 @@ def main():
             except Exception as error:  # e.g. a kernel without bf16 support on this device
                 results[key] = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
             print(key, results[key], flush=True)
+    return results
 
-    # agreement of gradients and logits: training mode (cuDNN's LSTM backward needs it), dropout off,
-    # so that both precisions compute the same function
-    eval_ids = input_ids[:, : args.eval_tokens]
+
+def agreement(model, input_ids, labels, eval_ids, device: str, num_codes: int) -> dict:
+    """How far bf16 autocast moves gradients and logits from fp32: training mode (cuDNN's LSTM backward
+    needs it) with dropout off, so that both precisions compute the same function."""
     try:
-        exact = build_model(device, args.codes, embedding_dropout=0.0, lstm_dropout=0.0, representation_dropout=0.0)
+        exact = build_model(device, num_codes, embedding_dropout=0.0, lstm_dropout=0.0, representation_dropout=0.0)
         gradients = {}
         for bf16 in (False, True):
             exact.zero_grad(set_to_none=True)
             with autocast(device, bf16):
-                loss = exact(input_ids=input_ids[:4, : args.eval_tokens], labels=labels[:4]).loss
+                loss = exact(input_ids=input_ids[:4, : eval_ids.shape[1]], labels=labels[:4]).loss
             loss.backward()
             gradients[bf16] = torch.cat([p.grad.float().flatten() for p in exact.parameters() if p.grad is not None])
         del exact
         model.eval()
-        results["gradient_cosine"] = round(float(torch.nn.functional.cosine_similarity(gradients[False], gradients[True], dim=0)), 5)
         with torch.no_grad():
             reference = model(input_ids=eval_ids).logits.float()
             with autocast(device, True):
                 mixed = model(input_ids=eval_ids).logits.float()
         top_reference, top_mixed = reference.topk(15).indices, mixed.topk(15).indices
         overlap = [len(set(a.tolist()) & set(b.tolist())) / 15 for a, b in zip(top_reference, top_mixed)]
-        results["logits_max_abs_difference"] = round(float((reference - mixed).abs().max()), 5)
-        results["logits_mean_abs_difference"] = round(float((reference - mixed).abs().mean()), 6)
-        results["logits_std"] = round(float(reference.std()), 5)
-        results["top15_overlap"] = round(sum(overlap) / len(overlap), 4)
-        print("agreement", {k: results[k] for k in ("gradient_cosine", "logits_max_abs_difference",
-                                                    "logits_mean_abs_difference", "logits_std", "top15_overlap")}, flush=True)
+        results = {
+            "gradient_cosine": round(float(torch.nn.functional.cosine_similarity(gradients[False], gradients[True], dim=0)), 5),
+            "logits_max_abs_difference": round(float((reference - mixed).abs().max()), 5),
+            "logits_mean_abs_difference": round(float((reference - mixed).abs().mean()), 6),
+            "logits_std": round(float(reference.std()), 5),
+            "top15_overlap": round(sum(overlap) / len(overlap), 4),
+        }
     except Exception as error:
-        results["agreement"] = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
-        print("agreement", results["agreement"], flush=True)
+        results = {"agreement": {"error": f"{type(error).__name__}: {str(error)[:300]}"}}
+    print("agreement", results, flush=True)
+    return results
 
-    # evaluation speed
+
+def evaluation_speed(model, eval_ids, device: str, num_codes: int, batch_size: int) -> dict:
+    """Notes per second in evaluation: fp32, bf16 autocast, and the model's weights cast to bf16."""
+    results = {}
     for mode in ("fp32", "bf16_autocast", "bf16_weights"):
-        evaluated = model if mode != "bf16_weights" else build_model(device, args.codes).eval().to(torch.bfloat16)
+        evaluated = model if mode != "bf16_weights" else build_model(device, num_codes).eval().to(torch.bfloat16)
 
         def evaluate():
             with torch.no_grad(), autocast(device, mode == "bf16_autocast"):
                 evaluated(input_ids=eval_ids).logits.float().cpu()
         try:
             timing = timed(evaluate, device)
-            results[f"eval_{mode}"] = {**timing, "notes_per_second": round(args.batch_size / timing["seconds"], 2)}
+            results[f"eval_{mode}"] = {**timing, "notes_per_second": round(batch_size / timing["seconds"], 2)}
         except Exception as error:
             results[f"eval_{mode}"] = {"error": f"{type(error).__name__}: {str(error)[:300]}"}
         print(f"eval_{mode}", results[f"eval_{mode}"], flush=True)
+    return results
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--tokens", type=int, default=4000)
+    parser.add_argument("--eval-tokens", type=int, default=2000)
+    parser.add_argument("--codes", type=int, default=NUM_CODES)
+    parser.add_argument("--checkpoint", help="a CodiEsp checkpoint folder: also its dev/test metrics in both precisions")
+    args = parser.parse_args()
+    device = args.device
+    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else torch.backends.cpu.get_cpu_capability()
+    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    print(f"torch {torch.__version__}, device {device} ({name}); load: {load}")
+    checkpoint = checkpoint_metrics(args.checkpoint, device) if args.checkpoint else {}
+
+    model = build_model(device, args.codes)
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(2, VOCABULARY_SIZE, (args.batch_size, args.tokens), generator=generator).to(device)
+    labels = (torch.rand(args.batch_size, args.codes, generator=generator) < 0.002).float().to(device)
+    eval_ids = input_ids[:, : args.eval_tokens]
+    results = {"device": name, "batch_size": args.batch_size, "tokens": args.tokens, "codes": args.codes, **checkpoint}
+    results |= training_steps(model, input_ids, labels, device)
+    results |= agreement(model, input_ids, labels, eval_ids, device, args.codes)
+    results |= evaluation_speed(model, eval_ids, device, args.codes, args.batch_size)
     print(json.dumps(results))
 
 

@@ -173,19 +173,44 @@ def pareto_frontier(dev_map: dict, dev_unseen_map: dict) -> list:
     return frontier
 
 
-def rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, reference_texts, batch_size) -> dict:
-    """Scores dev and test against `codes`: MSMN's ranking; with a train-frequency prior
-    β·log(1 + train count) added to the logits, β chosen on dev MAP; with each code's logit centred
-    (λ·its mean over `reference_texts` subtracted), λ chosen on dev's MAP over codes absent from train;
-    standardised by its mean and standard deviation over `reference_texts`, alone and with the prior
-    (β chosen on dev MAP); and with the term-matching cosines (`term_match_scores`), alone and added,
-    with and without the prior, and at the operating points (`operating_point`: on dev's unseen MAP,
-    and on the lower end of its 95% bootstrap interval) with the prior; and on test, each (λ, β) of
-    the dev trade-off between MAP and MAP over codes absent from train
-    (`pareto_frontier`), so that the cost of a floor on the latter can be read off."""
+def set_candidates(model, tokenizer, codes, code_terms) -> list[int]:
+    """Gives the model the candidates with their terms; the token ids of those terms (padding left out)."""
     term_ids, terms = build_code_term_ids(tokenizer, codes, code_terms, model.config.num_synonyms, model.config.term_length)
-    term_tokens = [token for row in term_ids for token in row if token != tokenizer.pad_token_id]
     model.set_codes(codes, term_ids, terms, [code_terms[code][0] for code in codes])
+    return [token for row in term_ids for token in row if token != tokenizer.pad_token_id]
+
+
+def term_match_grid(dev_scores, dev_match, prior, dev_records, codes, train_codes) -> tuple[dict, dict, dict]:
+    """For each (λ, β) of MSMN + λ·term matching + β·prior on dev: (MAP, MAP over codes absent from
+    train, that MAP's 95% bootstrap interval); λ = 0 is MSMN + prior alone."""
+    dev_gold, dev_totals, dev_unseen, dev_unseen_totals = gold_indices(dev_records, codes, train_codes)
+    dev_map, dev_unseen_map, dev_unseen_interval = {}, {}, {}
+    for match_weight in TERM_MATCH_WEIGHTS:
+        for weight in PRIOR_WEIGHTS:
+            combined = dev_scores + match_weight * dev_match + weight * prior
+            dev_map[match_weight, weight] = mean_average_precision(combined, dev_gold, dev_totals)
+            unseen_precisions = average_precisions(combined, dev_unseen, dev_unseen_totals)
+            dev_unseen_map[match_weight, weight] = float(unseen_precisions.mean())
+            dev_unseen_interval[match_weight, weight] = bootstrap_interval(unseen_precisions)
+    return dev_map, dev_unseen_map, dev_unseen_interval
+
+
+def corrections_on_dev(dev_scores, code_means, code_deviations, prior, dev_records, codes, train_codes):
+    """(dev MAP over codes absent from train for each centring weight λ, dev MAP of the standardised
+    logits plus each prior weight β)."""
+    dev_gold, dev_totals, dev_unseen, dev_unseen_totals = gold_indices(dev_records, codes, train_codes)
+    dev_unseen_map = {weight: mean_average_precision(dev_scores - weight * code_means, dev_unseen, dev_unseen_totals)
+                      for weight in CENTRING_WEIGHTS}
+    dev_standardised = (dev_scores - code_means) / code_deviations
+    dev_standardised_map = {weight: mean_average_precision(dev_standardised + weight * prior, dev_gold, dev_totals)
+                            for weight in PRIOR_WEIGHTS}
+    return dev_unseen_map, dev_standardised_map
+
+
+def rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, reference_texts, batch_size) -> dict:
+    """Scores dev and test against `codes` with each ranking of the module's docstring, every weight chosen
+    on dev; on test also each (λ, β) of the dev trade-off between MAP and unseen MAP (`pareto_frontier`)."""
+    term_tokens = set_candidates(model, tokenizer, codes, code_terms)
     texts = {split: [record["text_en"] for record in splits[split]] for split in ("dev", "test")}
     dev_scores = score_notes(model, tokenizer, texts["dev"], batch_size)
     test = {}
@@ -198,20 +223,14 @@ def rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, r
     code_means, code_deviations = reference_scores.mean(axis=0), reference_scores.std(axis=0) + 1e-6
     train_codes = set(train_counts)
     prior = np.log1p(np.array([train_counts.get(code, 0) for code in codes], dtype=np.float32))
-    dev_gold, dev_totals, dev_unseen, dev_unseen_totals = gold_indices(splits["dev"], codes, train_codes)
+    dev_gold, dev_totals = gold_indices(splits["dev"], codes, train_codes)[:2]
 
     matching = {ngrams: term_match_scores(codes, code_terms, texts, reference_texts, (1, ngrams)) for ngrams in (1, 2)}
     dev_matching_map = {ngrams: mean_average_precision(matching[ngrams]["dev"], dev_gold, dev_totals) for ngrams in (1, 2)}
     best_ngrams = max((1, 2), key=lambda ngrams: dev_matching_map[ngrams])
     dev_match, test_match = matching[best_ngrams]["dev"], matching[best_ngrams]["test"]
-    dev_combined_map, dev_combined_unseen_map, dev_combined_unseen_interval = {}, {}, {}
-    for match_weight in TERM_MATCH_WEIGHTS:
-        for weight in PRIOR_WEIGHTS:  # (0, β): MSMN + prior alone
-            combined = dev_scores + match_weight * dev_match + weight * prior
-            dev_combined_map[match_weight, weight] = mean_average_precision(combined, dev_gold, dev_totals)
-            unseen_precisions = average_precisions(combined, dev_unseen, dev_unseen_totals)
-            dev_combined_unseen_map[match_weight, weight] = float(unseen_precisions.mean())
-            dev_combined_unseen_interval[match_weight, weight] = bootstrap_interval(unseen_precisions)
+    dev_combined_map, dev_combined_unseen_map, dev_combined_unseen_interval = term_match_grid(
+        dev_scores, dev_match, prior, splits["dev"], codes, train_codes)
     best_match_weight = max(TERM_MATCH_WEIGHTS, key=lambda match_weight: (dev_combined_map[match_weight, 0.0], -match_weight))
     best_pair = operating_point(dev_combined_map, dev_combined_unseen_map, 0.0)  # no floor: the best dev MAP
     floor_pair = operating_point(dev_combined_map, dev_combined_unseen_map, UNSEEN_MAP_FLOOR)
@@ -220,14 +239,10 @@ def rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, r
 
     dev_map = {weight: dev_combined_map[0.0, weight] for weight in PRIOR_WEIGHTS}
     best_weight = max(PRIOR_WEIGHTS, key=lambda weight: (dev_map[weight], -weight))
-    dev_unseen_map = {weight: mean_average_precision(dev_scores - weight * code_means, dev_unseen, dev_unseen_totals)
-                      for weight in CENTRING_WEIGHTS}
+    dev_unseen_map, dev_standardised_map = corrections_on_dev(dev_scores, code_means, code_deviations, prior,
+                                                              splits["dev"], codes, train_codes)
     best_centring = max(CENTRING_WEIGHTS, key=lambda weight: (dev_unseen_map[weight], -weight))
-
-    dev_standardised = (dev_scores - code_means) / code_deviations
     test_standardised = (test["scores"] - code_means) / code_deviations
-    dev_standardised_map = {weight: mean_average_precision(dev_standardised + weight * prior, dev_gold, dev_totals)
-                            for weight in PRIOR_WEIGHTS}
     best_standardised_weight = max(PRIOR_WEIGHTS, key=lambda weight: (dev_standardised_map[weight], -weight))
 
     @functools.cache  # the best pair and the operating points are on the frontier too: each scored once
@@ -240,8 +255,7 @@ def rank_candidates(model, tokenizer, codes, code_terms, splits, train_counts, r
                                         codes, train_codes)}
 
     test_gold, test_totals, test_unseen, test_unseen_totals = gold_indices(splits["test"], codes, train_codes)
-    results = {
-        "candidates": len(codes),
+    results = {"candidates": len(codes),
         "test_gold_assignments_among_candidates": f"{sum(map(len, test_gold))} of {sum(test_totals)}",
         "test_unseen_assignments_among_candidates": f"{sum(map(len, test_unseen))} of {sum(test_unseen_totals)}",
         "term_tokens_unknown_to_the_vocabulary": round(term_tokens.count(tokenizer.unk_token_id) / len(term_tokens), 4),
