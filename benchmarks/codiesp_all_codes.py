@@ -53,18 +53,13 @@ from _measure import measure  # noqa: E402
 from datasets_scripts.synonyms.icd10cm import icd10cm_codes, open_icd10cm_synonyms  # noqa: E402
 from datasets_scripts.codiesp import background_texts, read_shipped_split  # noqa: E402
 from modeling_msmn import build_code_term_ids  # noqa: E402
-from modeling_msmn.metrics import average_precisions, mean_average_precision  # noqa: E402
+from modeling_msmn.metrics import average_precisions, mean_average_precision, precision_at_k  # noqa: E402
 
 
 PRIOR_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 CENTRING_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 TERM_MATCH_WEIGHTS = (0.0, 4.0, 8.0, 16.0, 24.0, 32.0, 48.0, 64.0, 96.0, 128.0)
 UNSEEN_MAP_FLOOR = 0.03  # the MAP over codes absent from train that an operating point must reach on dev
-
-
-def precision_at_k(scores: np.ndarray, gold: list[list[int]], k: int) -> float:
-    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return float(np.mean([len(set(document) & set(row.tolist())) / k for row, document in zip(top, gold)]))
 
 
 def score_notes(model, tokenizer, texts: list[str], batch_size: int) -> np.ndarray:
@@ -105,11 +100,19 @@ def ranking_metrics(scores: np.ndarray, records: list[dict], codes: list[str], t
         other_gold_removed[row, sorted(set(document) - set(document_unseen))] = np.nan  # NaN ranks last
     return {
         "map": mean_average_precision(scores, gold, totals),
-        "precision_at_8": precision_at_k(scores, gold, 8),
+        "precision_at_8": precision_at_k(gold_matrix(gold, scores.shape), scores, 8)[0],
         "map_unseen_codes": float(unseen_precisions.mean()),
         "map_unseen_codes_95_interval": bootstrap_interval(unseen_precisions),
         "map_unseen_codes_filtered": mean_average_precision(other_gold_removed, unseen, unseen_totals),
     }
+
+
+def gold_matrix(gold: list[list[int]], shape: tuple[int, int]) -> np.ndarray:
+    """(notes, candidates) booleans: the gold candidates of each note."""
+    labels = np.zeros(shape, dtype=bool)
+    for row, document in enumerate(gold):
+        labels[row, document] = True
+    return labels
 
 
 def random_ranking_metrics(records: list[dict], codes: list[str], train_codes: set[str], draws: int = 1000) -> dict:

@@ -41,13 +41,17 @@ def micro_roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
 
 def precision_at_k(labels: np.ndarray, scores: np.ndarray, k: int) -> tuple[float, float]:
     """(P@k, R@k): mean over documents of hits among the k top-scored codes (ties: lower code index
-    first), divided by k (by the document's number of gold codes for R@k; 0 without gold codes)."""
+    first), divided by k (by the document's number of gold codes for R@k; 0 without gold codes).
+    With k codes or fewer, every code is in the top k."""
     labels = labels.astype(bool)
-    kth_score = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]  # (documents, 1)
-    above, tied = scores > kth_score, scores == kth_score
-    # of the tied codes, the first (k − #above) by index make the top k
-    tied_taken = tied & (np.cumsum(tied, axis=1) <= k - above.sum(axis=1, keepdims=True))
-    hits = (labels & (above | tied_taken)).sum(axis=1)
+    if k >= scores.shape[1]:
+        hits = labels.sum(axis=1)
+    else:
+        kth_score = -np.partition(-scores, k - 1, axis=1)[:, k - 1 : k]  # (documents, 1)
+        above, tied = scores > kth_score, scores == kth_score
+        # of the tied codes, the first (k − #above) by index make the top k
+        tied_taken = tied & (np.cumsum(tied, axis=1) <= k - above.sum(axis=1, keepdims=True))
+        hits = (labels & (above | tied_taken)).sum(axis=1)
     gold = labels.sum(axis=1)
     recall = np.divide(hits, gold, out=np.zeros(len(hits)), where=gold > 0)
     return float(np.mean(hits / k)), float(np.mean(recall))

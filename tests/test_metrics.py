@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
-from modeling_msmn.metrics import icd_metrics, roc_auc_per_column, tune_threshold
+from modeling_msmn.metrics import icd_metrics, precision_at_k, roc_auc_per_column, tune_threshold
 
 
 @pytest.fixture
@@ -76,3 +76,10 @@ def test_local_evaluate_module_offline(data):
     assert result.keys() == expected.keys()
     for key in expected:
         assert result[key] == pytest.approx(expected[key], abs=1e-9)
+
+
+def test_precision_at_k_beyond_the_number_of_codes_takes_every_code():
+    labels = np.array([[1, 0, 1], [0, 0, 0]], dtype=bool)
+    scores = np.array([[0.1, 0.9, 0.3], [0.5, 0.2, 0.1]])
+    assert precision_at_k(labels, scores, 8) == pytest.approx((np.mean([2 / 8, 0 / 8]), 0.5))
+    assert precision_at_k(labels, scores, 3) == pytest.approx((np.mean([2 / 3, 0.0]), 0.5))
