@@ -166,11 +166,8 @@ class CodeSearch:
 # --- coding a note --------------------------------------------------------------------------------------
 
 
-def check_note(coder: ICDCodingPipeline, note: str, max_chars: int = MAX_NOTE_CHARS) -> str:
-    """'' for a note the model codes in full; a warning for a note longer than the model reads.
-
-    Raises ValueError for a note the app does not code (empty, without any word, or over `max_chars`).
-    """
+def check_note(note: str, max_chars: int = MAX_NOTE_CHARS) -> None:
+    """Raises ValueError for a note the app does not code: empty, or over `max_chars`."""
     if not note.strip():
         raise ValueError("The note is empty: paste a note, upload a .txt file or pick an example.")
     if len(note) > max_chars:
@@ -178,23 +175,25 @@ def check_note(coder: ICDCodingPipeline, note: str, max_chars: int = MAX_NOTE_CH
             f"The note has {len(note):,} characters; this app codes notes of up to {max_chars:,}. Code the part "
             "you need, or start the app with a larger --max-note-chars."
         )
-    encoding = coder.tokenizer(note, return_offsets_mapping=True, return_attention_mask=False)
-    num_tokens, max_tokens = len(encoding["input_ids"]), coder.model.config.max_note_tokens
-    if num_tokens == 0:
+
+
+def suggestions(coder: ICDCodingPipeline, note: str, threshold: float, top_k: int | None) -> tuple[list[dict], str]:
+    """(the model's codes for the note, '' or a warning that the model read only the note's beginning).
+
+    Raises ValueError for a note without any word: there is nothing to code.
+    """
+    options = {"top_k": int(top_k)} if top_k else {"threshold": threshold}
+    coded = coder(note, note_info=True, **options)  # the pipeline says how much of the note it read
+    max_tokens = coder.model.config.max_note_tokens
+    if coded["note_words"] == 0:
         raise ValueError("The note has no words (only punctuation or symbols): there is nothing to code.")
-    if num_tokens > max_tokens:
-        cut_at = encoding["offset_mapping"][max_tokens][0]
-        return (
-            f"This note has {num_tokens:,} words; the model reads the first {max_tokens:,}, as in training. "
-            f"The text from character {cut_at:,} on (the last {num_tokens - max_tokens:,} words) was not coded."
-        )
-    return ""
-
-
-def suggestions(coder: ICDCodingPipeline, note: str, threshold: float, top_k: int | None) -> list[dict]:
-    if top_k:
-        return coder(note, top_k=int(top_k))
-    return coder(note, threshold=threshold)
+    if coded["note_words"] <= max_tokens:
+        return coded["codes"], ""
+    return coded["codes"], (
+        f"This note has {coded['note_words']:,} words; the model reads the first {max_tokens:,}, as in training. "
+        f"The text from character {coded['coded_characters']:,} on (the last {coded['note_words'] - max_tokens:,} "
+        "words) was not coded."
+    )
 
 
 def evidence_html(review: Review) -> str:
@@ -278,12 +277,13 @@ class ReviewEvents:
 
     def code_note(self, note, threshold, top_k, review):
         try:
-            warning = check_note(self.coder, note, self.max_note_chars)
+            check_note(note, self.max_note_chars)
+            predictions, warning = suggestions(self.coder, note, threshold, top_k)
         except ValueError as error:
             return self.show(Review(), f"**{error}**")
         if note != review.note:  # a new note: a new review
             review = Review(note=note)
-        review.suggest(suggestions(self.coder, note, threshold, top_k))
+        review.suggest(predictions)
         if not review.codes:
             warning = (warning + " " if warning else "") + "No code above the threshold: lower it, set a top k, or add codes."
         return self.show(review, warning)
@@ -318,7 +318,7 @@ class ReviewEvents:
     def upload(self, file):
         try:
             note = utf8_note(Path(file).read_bytes(), Path(file).name)
-            check_note(self.coder, note, self.max_note_chars)
+            check_note(note, self.max_note_chars)
             return note, ""
         except ValueError as error:  # InputError too
             return self.gr.Textbox(), f"**{error}**"

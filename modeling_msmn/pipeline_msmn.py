@@ -68,6 +68,9 @@ class ICDCodingPipeline(Pipeline):
         codes: a list of codes to return for every note, in this order, with their probability and
             evidence, whatever their probability (e.g. to check the evidence of codes a coder chose).
         num_evidence: evidence spans per code, at most (default 3).
+        note_info: return, per note, {"codes": [the predictions], "note_words": the note's words,
+            "coded_characters": how many of its characters the model read (all but what lies past the
+            first max_note_tokens words)} instead of the predictions alone.
         max_span_tokens: longest evidence span, in tokens (default 5).
         min_evidence_weight: spans with a smaller share of the code's attention are left out (default 0.01).
         batch_size: notes per forward pass (a `Pipeline` argument).
@@ -91,7 +94,8 @@ class ICDCodingPipeline(Pipeline):
         return super().__call__(notes, **kwargs)
 
     def _sanitize_parameters(
-        self, top_k=None, threshold=None, codes=None, num_evidence=None, max_span_tokens=None, min_evidence_weight=None
+        self, top_k=None, threshold=None, codes=None, num_evidence=None, max_span_tokens=None, min_evidence_weight=None,
+        note_info=None,
     ):
         counts = (("top_k", top_k, 1), ("num_evidence", num_evidence, 0), ("max_span_tokens", max_span_tokens, 1))
         for name, value, smallest in counts:
@@ -110,6 +114,7 @@ class ICDCodingPipeline(Pipeline):
             "num_evidence": num_evidence,
             "max_span_tokens": max_span_tokens,
             "min_evidence_weight": min_evidence_weight,
+            "note_info": note_info,
         }
         return (
             {},
@@ -126,15 +131,16 @@ class ICDCodingPipeline(Pipeline):
         encoding = self.tokenizer(note, return_offsets_mapping=True, return_attention_mask=False)
         max_tokens = self.model.config.max_note_tokens
         num_tokens = len(encoding["input_ids"])
+        cut_at = encoding["offset_mapping"][max_tokens][0] if num_tokens > max_tokens else len(note)
         if num_tokens > max_tokens:
-            cut_at = encoding["offset_mapping"][max_tokens][0]
             logger.warning(
                 "A note has %d tokens; MSMN reads the first %d, as in training: %d tokens (characters %d to %d) "
                 "were cut and are not coded.", num_tokens, max_tokens, num_tokens - max_tokens, cut_at, len(note),
             )
         input_ids = torch.tensor([encoding["input_ids"][:max_tokens]], dtype=torch.long)
         offsets = torch.tensor(encoding["offset_mapping"][:max_tokens], dtype=torch.long).view(1, -1, 2)
-        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "offsets": offsets, "note": note}
+        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "offsets": offsets, "note": note,
+                "note_words": num_tokens, "coded_characters": cut_at}
 
     def _forward(self, model_inputs, top_k=None, threshold=None, codes=None):
         input_ids, attention_mask = model_inputs["input_ids"], model_inputs["attention_mask"]
@@ -178,9 +184,11 @@ class ICDCodingPipeline(Pipeline):
             "num_tokens": num_tokens,
             "offsets": model_inputs["offsets"],  # (B, N, 2)
             "note": model_inputs["note"],
+            "note_words": model_inputs["note_words"],
+            "coded_characters": model_inputs["coded_characters"],
         }
 
-    def postprocess(self, model_outputs, num_evidence=3, max_span_tokens=5, min_evidence_weight=0.01):
+    def postprocess(self, model_outputs, num_evidence=3, max_span_tokens=5, min_evidence_weight=0.01, note_info=False):
         config = self.model.config
         num_tokens = int(model_outputs["num_tokens"][0])
         note = model_outputs["note"]
@@ -210,6 +218,9 @@ class ICDCodingPipeline(Pipeline):
                     "evidence": evidence,
                 }
             )
+        if note_info:  # how much of the note the model read, beside its codes
+            return {"codes": predictions, "note_words": int(model_outputs["note_words"]),
+                    "coded_characters": int(model_outputs["coded_characters"])}
         return predictions
 
 

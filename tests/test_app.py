@@ -107,14 +107,16 @@ def test_code_search_by_code_and_by_words_of_the_terms():
 
 
 def test_note_checks(tokenizer):
-    coder = ICDCodingPipeline(model=make_model(tokenizer, max_note_tokens=5), tokenizer=tokenizer, task="icd-coding")
+    coder = ICDCodingPipeline(model=make_model(tokenizer, max_note_tokens=5).eval(), tokenizer=tokenizer, task="icd-coding")
     with pytest.raises(ValueError, match="The note is empty"):
-        msmn_app.check_note(coder, " \n\t")
+        msmn_app.check_note(" \n\t")
     with pytest.raises(ValueError, match="The note has no words"):
-        msmn_app.check_note(coder, "... -- ;;")
-    assert msmn_app.check_note(coder, "fever and cough") == ""
+        msmn_app.suggestions(coder, "... -- ;;", 0.5, 2)
+    codes, warning = msmn_app.suggestions(coder, "fever and cough", 0.5, 2)
+    assert warning == "" and codes == coder("fever and cough", top_k=2)
     note = "fever and productive cough with pneumonia treated"  # 7 words, the model reads 5
-    warning = msmn_app.check_note(coder, note)
+    codes, warning = msmn_app.suggestions(coder, note, 0.5, 0)
+    assert codes == coder(note, threshold=0.5)
     assert "This note has 7 words; the model reads the first 5" in warning
     assert f"from character {note.index('pneumonia')} on (the last 2 words)" in warning
 
@@ -153,11 +155,10 @@ def test_login_file_errors_name_the_line_and_never_the_password(tmp_path):
         msmn_app.logins([], tmp_path / "missing")
 
 
-def test_a_note_over_the_size_limit_is_refused_with_a_message(tokenizer):
-    coder = ICDCodingPipeline(model=make_model(tokenizer), tokenizer=tokenizer, task="icd-coding")
-    assert msmn_app.check_note(coder, "fever " * 10, max_chars=60) == ""
+def test_a_note_over_the_size_limit_is_refused_with_a_message():
+    msmn_app.check_note("fever " * 10, max_chars=60)
     with pytest.raises(ValueError, match="The note has 61 characters; this app codes notes of up to 60"):
-        msmn_app.check_note(coder, "fever " * 10 + "x", max_chars=60)
+        msmn_app.check_note("fever " * 10 + "x", max_chars=60)
 
 
 @pytest.fixture

@@ -167,6 +167,15 @@ def test_no_notes_give_no_predictions(tokenizer):
         coder([], top_k=0)
 
 
+def test_note_info_says_how_much_of_each_note_was_read(tokenizer):
+    coder = pipeline("icd-coding", model=make_model(tokenizer, max_note_tokens=4).eval(), tokenizer=tokenizer, device="cpu")
+    notes = ["fever and productive cough today", "fever", "... ;;"]
+    coded = coder(notes, top_k=2, note_info=True, batch_size=2)
+    assert [note["note_words"] for note in coded] == [5, 1, 0]
+    assert [note["coded_characters"] for note in coded] == [notes[0].index("today"), len(notes[1]), len(notes[2])]
+    assert_same_predictions([note["codes"] for note in coded], coder(notes, top_k=2))
+
+
 def test_codes_a_dataset_column_as_a_stream(tokenizer):
     from datasets import Dataset
     from transformers.pipelines.pt_utils import KeyDataset
