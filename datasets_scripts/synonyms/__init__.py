@@ -18,7 +18,7 @@ def strip_accents(text: str) -> str:
 
 
 def clean_term(term: str) -> str:
-    """The reference's cleaning: lower-case, " nos " removed, hyphens → spaces, whitespace collapsed."""
+    """The authors' cleaning: lower-case, " nos " removed, hyphens → spaces, whitespace collapsed."""
     term = f" {term} ".lower().replace(" nos ", " ").replace("-", " ")
     return " ".join(term.split())
 

@@ -51,6 +51,6 @@ def umls_synonyms(
         lookup = code if code in descriptions or not code.endswith(".") else code[:-1]
         description = descriptions.get(lookup)
         strings = strings_of(lookup)
-        # The reference puts the (lower-cased) description among the synonyms too.
+        # The authors' code puts the (lower-cased) description among the synonyms too.
         result[code] = finish(description, strings + ([description] if description else []), seed, code)
     return result
