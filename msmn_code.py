@@ -267,9 +267,10 @@ def code_into(file, coder, notes: Iterator[dict], options: dict, batch_size: int
         progress.update(len(batch))
 
 
-def write_output(path: Path, coder, notes: Iterator[dict], args, progress) -> None:
-    """The JSON lines of `notes` written to `path` through `path.partial`, renamed when complete; with
-    --resume, the whole lines a stopped run left (in the .partial, or in `path`) are kept, not coded again."""
+def write_output(path: Path, coder, notes: Iterator[dict], args, progress, report=None) -> None:
+    """The JSON lines of `notes` (and their report sections, into `report`) written to `path` through
+    `path.partial`, renamed when complete; with --resume, the whole lines a stopped run left (in the
+    .partial, or in `path`) are kept, not coded again."""
     options = coding_options(args)
     source = next((candidate for candidate in (partial_path(path), path) if args.resume and candidate.is_file()), None)
     kept = source.rename(path.with_name(path.name + ".resumed")) if source else None
@@ -279,7 +280,7 @@ def write_output(path: Path, coder, notes: Iterator[dict], args, progress) -> No
             for line in kept_lines(kept, (note["id"] for note in notes)):
                 file.write(line.encode("utf-8"))
                 progress.update(1)
-        code_into(file, coder, notes, options, args.batch_size, progress)
+        code_into(file, coder, notes, options, args.batch_size, progress, report)
 
     try:
         write_atomically(path, write)
@@ -305,23 +306,24 @@ def selection(args, coder) -> str:
 
 def code_in_one_process(coder, notes: Iterator[dict], total: int, args) -> None:
     with tqdm(total=total, unit="notes", file=sys.stderr, disable=args.quiet or not sys.stderr.isatty()) as progress:
-        if args.html:
-            header = report_header(Path(args.model).name, total, selection(args, coder)).encode("utf-8")
 
-            def write_report(report):
-                report.write(header)
-                if args.output:
-                    write_atomically(Path(args.output), lambda file: code_into(
-                        file, coder, notes, coding_options(args), args.batch_size, progress, report))
-                else:
-                    code_into(sys.stdout.buffer, coder, notes, coding_options(args), args.batch_size, progress, report)
-                report.write(REPORT_FOOTER.encode("utf-8"))
+        def write_codes(report=None):
+            if args.output:
+                write_output(Path(args.output), coder, notes, args, progress, report)
+            else:
+                code_into(sys.stdout.buffer, coder, notes, coding_options(args), args.batch_size, progress, report)
 
-            write_atomically(Path(args.html), write_report)
-        elif args.output:
-            write_output(Path(args.output), coder, notes, args, progress)
-        else:
-            code_into(sys.stdout.buffer, coder, notes, coding_options(args), args.batch_size, progress)
+        if not args.html:
+            write_codes()
+            return
+        header = report_header(Path(args.model).name, total, selection(args, coder)).encode("utf-8")
+
+        def write_report(report):
+            report.write(header)
+            write_codes(report)
+            report.write(REPORT_FOOTER.encode("utf-8"))
+
+        write_atomically(Path(args.html), write_report)
 
 
 # --- sharding over the processes torchrun starts ----------------------------------------------------------

@@ -358,7 +358,8 @@ def parse_arguments(argv: list[str]) -> tuple[DataArguments, MSMNTrainingArgumen
     """The preset's settings, then the given ones, from the command line or a JSON/YAML file; the
     config overrides add up (the preset's first)."""
     parser = HfArgumentParser((DataArguments, MSMNTrainingArguments))
-    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
+    from_file = len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml"))
+    if from_file:
         import yaml  # JSON is YAML
 
         given = yaml.safe_load(Path(argv[0]).read_text(encoding="utf-8")) or {}
@@ -370,7 +371,7 @@ def parse_arguments(argv: list[str]) -> tuple[DataArguments, MSMNTrainingArgumen
     settings = chosen_preset(given)
     overrides = ",".join(filter(None, [settings.get("config_overrides"), given.get("config_overrides")])) or None
     try:
-        if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
+        if from_file:
             return parser.parse_dict({**settings, **given, "config_overrides": overrides})
         parser.set_defaults(**settings)  # the command line wins over the preset, also with a default value
         data_args, training_args, unknown = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True)
@@ -445,13 +446,14 @@ def candidates(data_args: DataArguments, training_args: MSMNTrainingArguments, s
     return candidate_terms, extra_negative_codes
 
 
-def build_model(data_args: DataArguments, training_args: MSMNTrainingArguments, data, candidate_terms):
+def build_model(data_args: DataArguments, training_args: MSMNTrainingArguments, settings: MSMNConfig, data,
+                candidate_terms):
     """(tokenizer, model with word2vec embeddings): the vocabulary from the training notes and the code
     terms (the candidates' too), each code's M terms, the config."""
+    candidate_term_list = [term for terms in candidate_terms.values() for term in terms]
     term_words = [word for code in data.codes for term in data.code_terms[code] for word in split_words(term)]
-    term_words += [word for terms in candidate_terms.values() for term in terms for word in split_words(term)]
+    term_words += [word for term in candidate_term_list for word in split_words(term)]
     train_texts = data.splits["train"]["text"]
-    settings = model_config(data_args.config_overrides)
     vocab = build_vocabulary(train_texts, data_args.min_count, term_words, min_texts=data_args.min_notes)
     tokenizer = build_tokenizer(vocab, model_max_length=settings.max_note_tokens)
     term_ids, terms = build_code_term_ids(tokenizer, data.codes, data.code_terms, settings.num_synonyms,
@@ -466,7 +468,7 @@ def build_model(data_args: DataArguments, training_args: MSMNTrainingArguments, 
     if data_args.word2vec_epochs is None:
         data_args.word2vec_epochs = 10 if len(word2vec_texts) >= SMALL_WORD2VEC_CORPUS else 100
     # each candidate term a sentence: its words get vectors, also those no note holds
-    word2vec_texts += [term for terms in candidate_terms.values() for term in terms]
+    word2vec_texts += candidate_term_list
     vectors = word2vec_vectors(data_args, tokenizer, word2vec_texts, config.embedding_dim, training_args.seed)
     model.set_word_embeddings(embedding_matrix(vectors, vocab, config.embedding_dim, training_args.seed))
     return tokenizer, model
@@ -506,7 +508,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     settings = model_config(data_args.config_overrides)  # checked before the data are built
     data = load_data(data_args, training_args, settings)
     candidate_terms, extra_negative_codes = candidates(data_args, training_args, settings, data)
-    tokenizer, model = build_model(data_args, training_args, data, candidate_terms)
+    tokenizer, model = build_model(data_args, training_args, settings, data, candidate_terms)
     config = model.config
     extra_negative_term_ids = None  # (E, M, term_length): the codes extra negatives are drawn from
     if training_args.extra_negative_codes:

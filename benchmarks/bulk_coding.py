@@ -26,14 +26,13 @@ import torch
 from modeling_msmn import ICDCodingPipeline, MSMNConfig, MSMNForSequenceClassification, build_code_term_ids
 from modeling_msmn import build_tokenizer
 
-VOCABULARY_SIZE = 20_000
+WORDS = [f"word{index}" for index in range(20_000)]  # the vocabulary of the checkpoint and of the notes
 
 
 def save_checkpoint(folder: Path) -> None:
-    words = [f"word{index}" for index in range(VOCABULARY_SIZE)]
-    tokenizer = build_tokenizer(["[PAD]", "[UNK]", *words])
+    tokenizer = build_tokenizer(["[PAD]", "[UNK]", *WORDS])
     codes = [f"C{index:02d}" for index in range(50)]
-    terms = {code: [" ".join(random.sample(words, 4)) for _ in range(4)] for code in codes}
+    terms = {code: [" ".join(random.sample(WORDS, 4)) for _ in range(4)] for code in codes}
     term_ids, selected = build_code_term_ids(tokenizer, codes, terms, 4)
     config = MSMNConfig(vocab_size=len(tokenizer), id2label=dict(enumerate(codes)), rnn_dim=256, hidden_size=256,
                         num_synonyms=4, code_terms=selected)
@@ -42,10 +41,9 @@ def save_checkpoint(folder: Path) -> None:
 
 
 def write_notes(path: Path, num_notes: int, num_tokens: int) -> None:
-    words = [f"word{index}" for index in range(VOCABULARY_SIZE)]
     with open(path, "w", encoding="utf-8") as file:
         for index in range(num_notes):
-            file.write(json.dumps({"id": f"note-{index}", "text": " ".join(random.choices(words, k=num_tokens))}) + "\n")
+            file.write(json.dumps({"id": f"note-{index}", "text": " ".join(random.choices(WORDS, k=num_tokens))}) + "\n")
 
 
 def run_coding(checkpoint: Path, notes: Path, output: Path, processes: int, device: str | None) -> dict:

@@ -298,7 +298,7 @@ def spanish_evidence_terms(codes, train_records: list[dict]) -> dict[str, list[s
     return {code: [text for text, _ in counter.most_common()] for code, counter in counts.items()}
 
 
-def codiesp_terms(builder: "Codiesp", num_synonyms: int = 4, seed: int = 0) -> tuple[dict[str, list[str]], dict]:
+def codiesp_terms(builder: Codiesp, num_synonyms: int = 4, seed: int = 0) -> tuple[dict[str, list[str]], dict]:
     """Terms for the codes of a CodiEsp builder's config, and a report.
 
     English diagnoses: ICD-10-CM entries (with the parent's title for codes with fewer than M−1

@@ -94,8 +94,10 @@ class CodingData:
             if name == "train":
                 raise InputError(message + "; there is nothing to learn. Check the labels of the training file.")
             logger.warning("%s: its metrics (and a threshold tuned on it) mean nothing.", message)
+        if name == "train":  # its notes without text are dropped (drop_empty_training_notes)
+            return
         empty = sum(not text.strip() for text in split["text"])
-        if empty and name != "train":
+        if empty:
             logger.warning("%s: %d of %d documents of the %s split have no text; they are kept and scored.",
                            self.card.name, empty, len(split), name)
 

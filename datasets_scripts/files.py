@@ -140,7 +140,7 @@ def read_code_terms(path: Path) -> dict[str, list[str]]:
         raise InputError(f"{path}: not UTF-8 text; convert it (e.g. iconv -t utf-8).") from None
     if not isinstance(code_terms, dict) or not code_terms:
         raise InputError(f"{path}: expected a non-empty JSON object {{code: [description, synonym, ...]}}.")
-    if "" in code_terms or any(not code.strip() for code in code_terms):
+    if any(not code.strip() for code in code_terms):
         raise InputError(f"{path}: a code is empty (\"\" or only spaces); every key must be a code.")
     bad = [code for code, terms in code_terms.items() if not isinstance(terms, list) or not all(isinstance(t, str) for t in terms)]
     if bad:

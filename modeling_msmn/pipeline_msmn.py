@@ -68,11 +68,11 @@ class ICDCodingPipeline(Pipeline):
         codes: a list of codes to return for every note, in this order, with their probability and
             evidence, whatever their probability (e.g. to check the evidence of codes a coder chose).
         num_evidence: evidence spans per code, at most (default 3).
+        max_span_tokens: longest evidence span, in tokens (default 5).
+        min_evidence_weight: spans with a smaller share of the code's attention are left out (default 0.01).
         note_info: return, per note, {"codes": [the predictions], "note_words": the note's words,
             "coded_characters": how many of its characters the model read (all but what lies past the
             first max_note_tokens words)} instead of the predictions alone.
-        max_span_tokens: longest evidence span, in tokens (default 5).
-        min_evidence_weight: spans with a smaller share of the code's attention are left out (default 0.01).
         batch_size: notes per forward pass (a `Pipeline` argument).
     """
 
