@@ -231,9 +231,9 @@ def check_outputs(args) -> None:
         raise InputError("--resume does not continue an HTML report: run --html on its own, without --resume.")
 
 
-def kept_lines(path: Path, expected_ids: Iterator) -> Iterator[str]:
-    """The whole lines of a stopped run's output (a half-written last line is dropped), each checked to
-    code the next note of the input."""
+def kept_lines(path: Path, expected_ids: Iterator, source: Path) -> Iterator[str]:
+    """The whole lines of a stopped run's output (`source`, read from `path`; a half-written last line
+    is dropped), each checked to code the next note of the input."""
     with open(path, encoding="utf-8") as lines:
         for number, line in enumerate(lines, 1):
             if not line.endswith("\n"):
@@ -241,10 +241,10 @@ def kept_lines(path: Path, expected_ids: Iterator) -> Iterator[str]:
             try:
                 written = json.loads(line)["id"]
             except (json.JSONDecodeError, KeyError, TypeError):
-                raise InputError(f"{path}, line {number}: not a line msmn-code writes; --resume cannot continue it.") from None
+                raise InputError(f"{source}, line {number}: not a line msmn-code writes; --resume cannot continue it.") from None
             expected = next(expected_ids, None)
             if written != expected:
-                raise InputError(f"{path}, line {number}: codes note {written!r}, but note {number} of the input is "
+                raise InputError(f"{source}, line {number}: codes note {written!r}, but note {number} of the input is "
                                  f"{expected!r}; --resume continues only an output of the same notes in the same order.")
             yield line
 
@@ -277,7 +277,7 @@ def write_output(path: Path, coder, notes: Iterator[dict], args, progress, repor
 
     def write(file):
         if kept is not None:
-            for line in kept_lines(kept, (note["id"] for note in notes)):
+            for line in kept_lines(kept, (note["id"] for note in notes), source):
                 file.write(line.encode("utf-8"))
                 progress.update(1)
         code_into(file, coder, notes, options, args.batch_size, progress, report)

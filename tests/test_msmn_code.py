@@ -160,6 +160,9 @@ def test_streams_in_input_order_and_resumes_a_stopped_run(small_checkpoint, tmp_
     with pytest.raises(SystemExit, match="line 1: codes note 'n1', but note 1 of the input is 'n0'"):
         msmn_code.main([str(small_checkpoint), "notes.JSONL", "--output", "codes.jsonl", "--resume"])
     assert (tmp_path / "codes.jsonl.partial").read_text(encoding="utf-8") == whole[1] + whole[0]  # left as it was
+    (tmp_path / "codes.jsonl.partial").write_text("not msmn-code's\n", encoding="utf-8")
+    with pytest.raises(SystemExit, match=r"codes.jsonl.partial, line 1: not a line msmn-code writes"):
+        msmn_code.main([str(small_checkpoint), "notes.JSONL", "--output", "codes.jsonl", "--resume"])
 
 
 def test_outputs_and_inputs_are_checked_before_any_coding(small_checkpoint, tmp_path, monkeypatch):
