@@ -13,6 +13,10 @@ Each code has:
         their share of the attention;
     synonym: the code term whose attention head won most of the max-pooling over synonyms.
 
+With `candidates="all"`, a checkpoint trained with `--candidate_codes` ranks every candidate code
+it carries (e.g. all of ICD-10-CM), codes outside its label set included (`ranking_msmn`); each
+code then also has `score` and `in_label_set`, and `probability` only where it is in the label set.
+
 Notes longer than the model's `max_note_tokens` are cut as in training, with a warning that says how
 much. Synonym vectors are computed once and reused for every note (the model caches them while its
 weights do not change).
@@ -23,6 +27,9 @@ import logging
 import numpy as np
 import torch
 from transformers import Pipeline
+from transformers.utils import cached_file
+
+from .ranking_msmn import CANDIDATE_TENSORS_FILE, CANDIDATES_FILE, CandidateRanker
 
 logger = logging.getLogger(__name__)
 
@@ -64,9 +71,18 @@ class ICDCodingPipeline(Pipeline):
     Call arguments (also accepted when building the pipeline):
         top_k: return the `top_k` most probable codes instead of those above the threshold (top_k wins
             when both are given).
-        threshold: probability above which a code is predicted (default: the checkpoint's).
+        threshold: probability above which a code is predicted (default: the checkpoint's); with
+            candidates="all", the score above which a candidate is predicted (default: the operating
+            point's, tuned on dev for micro-F1 over all gold codes).
         codes: a list of codes to return for every note, in this order, with their probability and
-            evidence, whatever their probability (e.g. to check the evidence of codes a coder chose).
+            evidence, whatever their probability (e.g. to check the evidence of codes a coder chose);
+            any candidate code of the checkpoint, also outside its label set.
+        candidates: "all" ranks every candidate code of the checkpoint (train.py --candidate_codes):
+            the label set and the codes beyond it, scored MSMN logit + λ·term match + β·train prior;
+            each prediction also has `score` and `in_label_set` (trained on, or only ranked from its
+            terms), and `probability` is None outside the label set.
+        operating_point: with candidates, "best_map" (default: the best dev MAP) or "unseen" (the best
+            dev MAP that still finds codes absent from training; see docs/all-codes.md).
         num_evidence: evidence spans per code, at most (default 3).
         max_span_tokens: longest evidence span, in tokens (default 5).
         min_evidence_weight: spans with a smaller share of the code's attention are left out (default 0.01).
@@ -95,21 +111,32 @@ class ICDCodingPipeline(Pipeline):
 
     def _sanitize_parameters(
         self, top_k=None, threshold=None, codes=None, num_evidence=None, max_span_tokens=None, min_evidence_weight=None,
-        note_info=None,
+        note_info=None, candidates=None, operating_point=None,
     ):
         counts = (("top_k", top_k, 1), ("num_evidence", num_evidence, 0), ("max_span_tokens", max_span_tokens, 1))
         for name, value, smallest in counts:
             if value is not None and (not isinstance(value, int) or value < smallest):
                 kind = "positive" if smallest else "non-negative"
                 raise ValueError(f"{name} must be a {kind} integer, got {value!r}.")
-        if threshold is not None and not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold is a probability strictly between 0 and 1, got {threshold!r}.")
+        if candidates not in (None, "all"):
+            raise ValueError(f"candidates must be 'all' (every candidate code the checkpoint carries), got {candidates!r}.")
+        if threshold is not None and candidates != "all" and not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold is a probability strictly between 0 and 1, got {threshold!r} (with "
+                             "candidates='all', a threshold on the score).")
+        if operating_point is not None:
+            self.candidate_ranker().point(operating_point)
         if codes is not None:
-            unknown = [code for code in codes if code not in self.model.config.label2id]
+            known = self.model.config.label2id
+            unknown = [code for code in codes if code not in known] if not isinstance(codes, str) else [codes]
+            if unknown and not isinstance(codes, str) and self.has_candidates():
+                known = self.candidate_index()
+                unknown = [code for code in codes if code not in known]
             if isinstance(codes, str) or unknown:
-                raise ValueError(f"codes must be a list of the model's codes; not among them: {unknown[:5] or codes!r}.")
+                raise ValueError(f"codes must be a list of the model's codes; not among them: {unknown[:5] or codes!r}"
+                                 f"{' (nor among its candidate codes)' if self.has_candidates() else ''}.")
         # Only what is given: call-time parameters update those given when the pipeline was built.
-        forward_params = {"top_k": top_k, "threshold": threshold, "codes": codes}
+        forward_params = {"top_k": top_k, "threshold": threshold, "codes": codes, "candidates": candidates,
+                          "operating_point": operating_point}
         postprocess_params = {
             "num_evidence": num_evidence,
             "max_span_tokens": max_span_tokens,
@@ -121,6 +148,41 @@ class ICDCodingPipeline(Pipeline):
             {name: value for name, value in forward_params.items() if value is not None},
             {name: value for name, value in postprocess_params.items() if value is not None},
         )
+
+    def has_candidates(self) -> bool:
+        """Whether the checkpoint carries candidate codes beyond its label set (train.py --candidate_codes)."""
+        try:
+            self.candidate_ranker()
+        except ValueError:
+            return False
+        return True
+
+    def candidate_ranker(self) -> CandidateRanker:
+        """The checkpoint's candidate codes (read from its folder or repository once), or a clear error."""
+        if getattr(self, "_candidate_ranker", None) is None:
+            source = self.model.name_or_path
+            paths = [cached_file(source, name, _raise_exceptions_for_missing_entries=False,
+                                 _raise_exceptions_for_connection_errors=False) if source else None
+                     for name in (CANDIDATES_FILE, CANDIDATE_TENSORS_FILE)]
+            if None in paths:
+                raise ValueError(
+                    f"This checkpoint ({source or 'a model not loaded from a folder'}) carries no candidate codes "
+                    f"beyond its {self.model.config.num_labels} label codes ({CANDIDATES_FILE}): train it with "
+                    "train.py --candidate_codes icd10cm (or FILE.json) to rank every code of a code system.")
+            self._candidate_ranker = CandidateRanker.from_pretrained(*paths, self.model.config)
+        return self._candidate_ranker
+
+    def set_candidate_ranker(self, ranker: CandidateRanker) -> None:
+        """Ranks candidates with `ranker` (e.g. one `candidate_tuning.build_ranker` made for this model)
+        instead of the one saved in the checkpoint's folder."""
+        self._candidate_ranker, self._candidate_index = ranker, None
+
+    def candidate_index(self) -> dict[str, int]:
+        """code → its index among every candidate (the label set first)."""
+        if getattr(self, "_candidate_index", None) is None:
+            codes = self.candidate_ranker().codes(self.model.config)
+            self._candidate_index = {code: index for index, code in enumerate(codes)}
+        return self._candidate_index
 
     def preprocess(self, note):
         if not isinstance(note, str):
@@ -142,43 +204,38 @@ class ICDCodingPipeline(Pipeline):
         return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "offsets": offsets, "note": note,
                 "note_words": num_tokens, "coded_characters": cut_at}
 
-    def _forward(self, model_inputs, top_k=None, threshold=None, codes=None):
+    def _forward(self, model_inputs, top_k=None, threshold=None, codes=None, candidates=None, operating_point=None):
         input_ids, attention_mask = model_inputs["input_ids"], model_inputs["attention_mask"]
         num_tokens = attention_mask.sum(dim=1)  # (B,)
-        msmn = self.model.msmn
-        code_encoding = msmn.code_encoding()  # cached across notes while the weights stay the same
-        outputs = msmn(input_ids, attention_mask=attention_mask, code_encoding=code_encoding)
-        probabilities = torch.sigmoid(self.model.score(outputs.code_representations, outputs.code_vectors))  # (B, C)
+        # every candidate code, or asked codes outside the label set: the checkpoint's ranker
+        ranked = candidates == "all" or (codes is not None and any(c not in self.model.config.label2id for c in codes))
+        scoring = (self._candidate_scores(input_ids, attention_mask, codes, operating_point) if ranked
+                   else self._label_set_scores(input_ids, attention_mask, codes))
+        scores, order, num_scored = scoring["scores"], scoring["order"], scoring["num_scored"]
 
-        # The predicted codes of each note, most probable first, padded with -1: (B, K)
-        order = probabilities.argsort(dim=1, descending=True, stable=True)
-        if codes is not None:  # the asked codes, in their order
-            order = torch.tensor([self.model.config.label2id[code] for code in codes], device=order.device)
-            order = order.expand(len(probabilities), -1)
+        # The predicted codes of each note, best first, padded with -1: (B, K)
+        if codes is not None:
             num_predicted = torch.full((len(order),), len(codes), device=order.device)
         elif top_k is not None:
-            num_predicted = torch.full((len(order),), min(top_k, order.shape[1]), device=order.device)
+            num_predicted = torch.full((len(order),), min(top_k, num_scored), device=order.device)
         else:
-            num_predicted = (probabilities > (threshold or self.model.config.threshold)).sum(dim=1)
+            threshold = scoring["threshold"] if threshold is None else threshold
+            num_predicted = (scores > threshold).sum(dim=1).clamp(max=num_scored)
         # a note without words gets no codes (its scores would depend on the batch's padding)
         num_predicted = num_predicted * (num_tokens > 0)
         max_predicted = int(num_predicted.max())
         code_indices = order[:, :max_predicted].clone()
         code_indices[torch.arange(max_predicted, device=order.device) >= num_predicted[:, None]] = -1
-
-        token_weights = probabilities.new_zeros(len(order), max_predicted, input_ids.shape[1])  # (B, K, N)
-        synonym_shares = probabilities.new_zeros(len(order), max_predicted, self.model.config.num_synonyms)
-        for note, count in enumerate(num_predicted.tolist()):
-            for first in range(0, count, EVIDENCE_CODES_PER_CALL):  # bounds memory when many codes are asked for
-                codes = code_indices[note, first : min(count, first + EVIDENCE_CODES_PER_CALL)]
-                weights, shares = msmn.attention.evidence(
-                    outputs.note_states[note : note + 1], attention_mask[note : note + 1], code_encoding.synonym_queries[codes]
-                )
-                token_weights[note, first : first + len(codes)] = weights[0]
-                synonym_shares[note, first : first + len(codes)] = shares[0]
+        token_weights, synonym_shares = self._evidence(scoring["note_states"], attention_mask, code_indices,
+                                                       num_predicted, scoring["synonym_queries"])
+        # each prediction's column in scores: its code's, or with asked candidates its position
+        columns = (torch.arange(max_predicted).expand_as(code_indices) if ranked and codes is not None
+                   else code_indices.clamp(min=0))
         return {
-            "probabilities": probabilities,
             "code_indices": code_indices,
+            "code_scores": scores.gather(1, columns),  # (B, K)
+            "code_probabilities": scoring["probabilities"].gather(1, columns),
+            "ranked": torch.full((len(code_indices),), ranked),
             "token_weights": token_weights,
             "synonym_shares": synonym_shares,
             "num_tokens": num_tokens,
@@ -188,12 +245,55 @@ class ICDCodingPipeline(Pipeline):
             "coded_characters": model_inputs["coded_characters"],
         }
 
+    def _label_set_scores(self, input_ids, attention_mask, codes) -> dict:
+        """The label set's probabilities (B, C) as scores, the codes by probability (or the asked ones)."""
+        msmn = self.model.msmn
+        code_encoding = msmn.code_encoding()  # cached across notes while the weights stay the same
+        outputs = msmn(input_ids, attention_mask=attention_mask, code_encoding=code_encoding)
+        probabilities = torch.sigmoid(self.model.score(outputs.code_representations, outputs.code_vectors))
+        order = probabilities.argsort(dim=1, descending=True, stable=True)
+        if codes is not None:  # the asked codes, in their order
+            label2id = self.model.config.label2id
+            order = torch.tensor([label2id[code] for code in codes], device=order.device).expand(len(order), -1)
+        return {"scores": probabilities, "probabilities": probabilities, "order": order,
+                "num_scored": probabilities.shape[1], "threshold": self.model.config.threshold,
+                "note_states": outputs.note_states, "synonym_queries": lambda indices: code_encoding.synonym_queries[indices]}
+
+    def _candidate_scores(self, input_ids, attention_mask, codes, operating_point) -> dict:
+        """Every candidate's score (B, L + E) under the operating point, MSMN's probability where it re-scored
+        a code, the candidates by score; or those of the asked codes (B, c), in their order."""
+        ranker = self.candidate_ranker()
+        point = ranker.point(operating_point or "best_map")
+        asked = None if codes is None else torch.tensor([self.candidate_index()[code] for code in codes])
+        ranking = ranker.rank(self.model, input_ids, attention_mask, point, asked)
+        scores = ranking.scores
+        order = scores.argsort(dim=1, descending=True, stable=True) if asked is None else asked.expand(len(scores), -1)
+        num_extra = len(ranker.extra_codes)
+        return {"scores": scores, "probabilities": torch.sigmoid(ranking.msmn_logits), "order": order,
+                "num_scored": ranker.num_labels + min(point.shortlist_size or num_extra, num_extra),
+                "threshold": point.threshold, "note_states": ranking.note_states,
+                "synonym_queries": lambda indices: ranker.synonym_queries(self.model, indices)}
+
+    def _evidence(self, note_states, attention_mask, code_indices, num_predicted, synonym_queries):
+        """(token weights (B, K, N), synonym shares (B, K, M)) of each note's predicted codes;
+        `synonym_queries` gives the attention queries (k, M, d/M) of code indices."""
+        batch_size, max_predicted = code_indices.shape
+        token_weights = note_states.new_zeros(batch_size, max_predicted, note_states.shape[1])
+        synonym_shares = note_states.new_zeros(batch_size, max_predicted, self.model.config.num_synonyms)
+        for note, count in enumerate(num_predicted.tolist()):
+            for first in range(0, count, EVIDENCE_CODES_PER_CALL):  # bounds memory when many codes are asked for
+                codes = code_indices[note, first : min(count, first + EVIDENCE_CODES_PER_CALL)]
+                weights, shares = self.model.msmn.attention.evidence(
+                    note_states[note : note + 1], attention_mask[note : note + 1], synonym_queries(codes)
+                )
+                token_weights[note, first : first + len(codes)] = weights[0]
+                synonym_shares[note, first : first + len(codes)] = shares[0]
+        return token_weights, synonym_shares
+
     def postprocess(self, model_outputs, num_evidence=3, max_span_tokens=5, min_evidence_weight=0.01, note_info=False):
-        config = self.model.config
         num_tokens = int(model_outputs["num_tokens"][0])
         note = model_outputs["note"]
         offsets = model_outputs["offsets"][0, :num_tokens].tolist()  # batch padding dropped, here and below
-        probabilities = model_outputs["probabilities"][0].float().numpy()
         token_weights = model_outputs["token_weights"][0, :, :num_tokens].float().numpy()
         synonym_shares = model_outputs["synonym_shares"][0].float().numpy()
         predictions = []
@@ -207,21 +307,28 @@ class ICDCodingPipeline(Pipeline):
                 if weight < min_evidence_weight:
                     continue
                 evidence.append({"start": start, "end": end, "text": note[start:end], "weight": weight})
-            predictions.append(
-                {
-                    "code": config.id2label[code_index],
-                    "description": config.code_descriptions[code_index] if config.code_descriptions else None,
-                    "probability": float(probabilities[code_index]),
-                    "synonym": config.code_terms[code_index][int(synonym_shares[rank].argmax())]
-                    if config.code_terms
-                    else None,
-                    "evidence": evidence,
-                }
-            )
+            code, description, synonym = self._code_entry(code_index, int(synonym_shares[rank].argmax()))
+            prediction = {"code": code, "description": description}
+            probability = float(model_outputs["code_probabilities"][0, rank])
+            if bool(model_outputs["ranked"][0]):
+                prediction["score"] = float(model_outputs["code_scores"][0, rank])
+                prediction["in_label_set"] = code_index < self.model.config.num_labels
+                probability = probability if prediction["in_label_set"] else None
+            predictions.append({**prediction, "probability": probability, "synonym": synonym, "evidence": evidence})
         if note_info:  # how much of the note the model read, beside its codes
             return {"codes": predictions, "note_words": int(model_outputs["note_words"]),
                     "coded_characters": int(model_outputs["coded_characters"])}
         return predictions
+
+    def _code_entry(self, code_index: int, synonym: int) -> tuple[str, str | None, str | None]:
+        """(code, description, its synonym of index `synonym`) of a candidate index: the label set's, or
+        the ranker's beyond it."""
+        config = self.model.config
+        if code_index < config.num_labels:
+            return (config.id2label[code_index], config.code_descriptions[code_index] if config.code_descriptions else None,
+                    config.code_terms[code_index][synonym] if config.code_terms else None)
+        ranker, extra = self.candidate_ranker(), code_index - config.num_labels
+        return ranker.extra_codes[extra], ranker.extra_descriptions[extra], ranker.extra_terms[extra][synonym]
 
 
 __all__ = ["ICDCodingPipeline", "evidence_spans"]

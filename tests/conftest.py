@@ -81,3 +81,13 @@ def synthetic_checkpoint(tmp_path_factory):
     result = run_train(*LEARNING_RUN, cwd=folder)
     assert result.returncode == 0, result.stderr[-3000:]
     return folder / "out", result
+
+
+@pytest.fixture(scope="session")
+def ranked_checkpoint(tmp_path_factory):
+    """(folder, model, ranker, build report): a small untrained model saved with candidate codes beyond its
+    label set, their operating points chosen on a small dev set (tests/ranked_checkpoint.py)."""
+    from ranked_checkpoint import write_ranked_checkpoint
+
+    folder = tmp_path_factory.mktemp("ranked")
+    return (folder, *write_ranked_checkpoint(folder))

@@ -291,8 +291,9 @@ def test_folder_saved_by_an_earlier_version_still_loads():
 
 def test_model_folder_stands_alone():
     # modeling_msmn/ ships to the Hub as remote code: it may import torch, transformers, tokenizers,
-    # numpy, the standard library and its own modules, nothing of this repository's other folders
-    allowed = {"torch", "transformers", "tokenizers", "numpy", *sys.stdlib_module_names}
+    # safetensors (both required by transformers), numpy, the standard library and its own modules, nothing
+    # of this repository's other folders
+    allowed = {"torch", "transformers", "tokenizers", "safetensors", "numpy", *sys.stdlib_module_names}
     for path in sorted((Path(__file__).parents[1] / "modeling_msmn").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.level > 0:
