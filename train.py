@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import sys
+from collections import Counter
 from dataclasses import dataclass, field, fields
 from fnmatch import fnmatch
 from pathlib import Path
@@ -40,6 +41,7 @@ from datasets_scripts.files import write_atomically
 from model_card import model_card
 from modeling_msmn import ICDCodingPipeline, MSMNConfig, MSMNForSequenceClassification, build_code_term_ids
 from modeling_msmn import build_tokenizer, build_vocabulary, split_words
+from modeling_msmn.candidate_tuning import build_ranker
 from modeling_msmn.metrics import icd_metrics, metric_table, test_report, tune_threshold
 
 logger = logging.getLogger("msmn.train")
@@ -93,8 +95,9 @@ class DataArguments:
     term_seed: int = field(default=0, metadata={"help": "seed of each code's choice of synonyms; -1 keeps their order"})
     candidate_codes: str | None = field(
         default=None,
-        metadata={"help": "icd10cm: the vocabulary and word2vec also cover the terms of every ICD-10-CM code, so that "
-                          "the saved model can score codes it was not trained on from their terms (set_codes)"},
+        metadata={"help": "icd10cm, or a JSON file {code: [description, synonyms…]}: codes the saved model also ranks "
+                          "beyond its label set (the pipeline's candidates='all'); the vocabulary and word2vec cover "
+                          "their terms, and the folder stores what ranking them needs, with operating points chosen on dev"},
     )
     config_overrides: str | None = field(
         default=None,
@@ -434,16 +437,35 @@ def load_data(data_args: DataArguments, training_args: MSMNTrainingArguments, se
 
 
 def candidates(data_args: DataArguments, training_args: MSMNTrainingArguments, settings: MSMNConfig, data):
-    """(code → terms of --candidate_codes, those outside the label set: where extra negatives come from)."""
-    candidate_terms = candidate_code_terms(data_args.candidate_codes, settings.num_synonyms)
+    """(code → terms of --candidate_codes, the code system's name, the candidates outside the label set:
+    where extra negatives come from)."""
+    candidate_terms, code_system = candidate_code_terms(data_args.candidate_codes, settings.num_synonyms)
     extra_negative_codes = sorted(set(candidate_terms) - set(data.codes))
     if training_args.extra_negative_codes and not extra_negative_codes:
         raise InputError(f"--extra_negative_codes draws codes of --candidate_codes outside the {len(data.codes)} "
                          "label codes, and there are none: add --candidate_codes icd10cm.")
-    if training_args.extra_negative_codes and settings.score_function == "linear":
-        raise InputError("--extra_negative_codes: score_function=linear has weights per label code, so it cannot "
-                         "score other codes; choose reference, biaffine or dot.")
-    return candidate_terms, extra_negative_codes
+    if (training_args.extra_negative_codes or candidate_terms) and settings.score_function == "linear":
+        raise InputError("--candidate_codes, --extra_negative_codes: score_function=linear has weights per label code, "
+                         "so it cannot score other codes; choose reference, biaffine or dot.")
+    if candidate_terms and "validation" not in data.splits:
+        raise InputError("--candidate_codes: the ranking's operating points are chosen on dev, and this dataset has no "
+                         "validation split; give --validation_file.")
+    return candidate_terms, code_system, extra_negative_codes
+
+
+def candidate_ranker(trainer, data, candidate_terms: dict, code_system: str, term_seed: int | None):
+    """The ranker of the label set and the candidates, its operating points chosen on dev (`build_ranker`)."""
+    train_counts = Counter(code for codes in data.splits["train"]["gold_codes"] for code in codes)
+    reference_texts = data.unlabelled_texts or list(data.splits["train"]["text"])
+    logger.info("candidates: choosing the ranking of %d %s codes on dev (MSMN scores every candidate for each dev "
+                "note once)", len(candidate_terms), code_system)
+    ranker, _ = build_ranker(trainer.model, trainer.processing_class, candidate_terms, train_counts, reference_texts,
+                             list(data.splits["validation"]["text"]), list(data.splits["validation"]["gold_codes"]),
+                             code_system, term_seed, trainer.args.per_device_eval_batch_size)
+    for name, point in ranker.operating_points.items():
+        logger.info("candidates: operating point %s: λ %s, β %s, shortlist %s; dev %s", name, point.term_match_weight,
+                    point.prior_weight, point.shortlist_size, point.dev)
+    return ranker
 
 
 def build_model(data_args: DataArguments, training_args: MSMNTrainingArguments, settings: MSMNConfig, data,
@@ -507,7 +529,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, at the end
     settings = model_config(data_args.config_overrides)  # checked before the data are built
     data = load_data(data_args, training_args, settings)
-    candidate_terms, extra_negative_codes = candidates(data_args, training_args, settings, data)
+    candidate_terms, code_system, extra_negative_codes = candidates(data_args, training_args, settings, data)
     tokenizer, model = build_model(data_args, training_args, settings, data, candidate_terms)
     config = model.config
     extra_negative_term_ids = None  # (E, M, term_length): the codes extra negatives are drawn from
@@ -529,14 +551,18 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     results, dev_results = evaluate(trainer, encoded, data)
     if trainer.is_world_process_zero():
-        save_checkpoint(trainer, results, dev_results, data.card, data_args.min_notes, push_to_hub)
+        ranker = candidate_ranker(trainer, data, candidate_terms, code_system, data_args.term_seed_or_none()) if (
+            candidate_terms) else None
+        save_checkpoint(trainer, results, dev_results, data.card, data_args.min_notes, push_to_hub, ranker)
     return results
 
 
-def save_checkpoint(trainer, results, dev_results, card, min_notes, push_to_hub):
+def save_checkpoint(trainer, results, dev_results, card, min_notes, push_to_hub, ranker=None):
     folder = Path(trainer.args.output_dir)
     # through the pipeline: the folder also gets the pipeline's code and its entry in the config
     ICDCodingPipeline(model=trainer.model, tokenizer=trainer.processing_class).save_pretrained(folder)
+    if ranker is not None:
+        ranker.save_pretrained(folder)
     (folder / "training_args.json").write_text(trainer.args.to_json_string(), encoding="utf-8")
     (folder / "test_results.json").write_text(json.dumps(results, indent=2))
     (folder / "dev_results.json").write_text(json.dumps(dev_results, indent=2))

@@ -2,12 +2,14 @@
 with errors that name the file, the line and the fix, and never quote a row (rows may hold patient text)."""
 
 import csv
+import functools
 import gzip
 import hashlib
 import io
 import json
 import sys
 import zlib
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
@@ -128,12 +130,20 @@ def read_json_lines(path: Path, expected: str) -> Iterator[tuple[int, dict]]:
         raise InputError(f"{path}: the gzip stream is cut short or corrupt ({type(error).__name__}).") from None
 
 
+def unique_keys(path: Path, pairs: list[tuple]) -> dict:
+    """A JSON object's pairs as a dict; a key given twice is an error (json keeps the last silently)."""
+    repeated = [key for key, count in Counter(key for key, _ in pairs).items() if count > 1]
+    if repeated:
+        raise InputError(f"{path}: {repeated[:5]} appear more than once; give each code once, with all its terms.")
+    return dict(pairs)
+
+
 def read_code_terms(path: Path) -> dict[str, list[str]]:
     """A JSON object {code: [description, synonym, ...]} (the code terms; they define the label set)."""
     if not path.is_file():
         raise InputError(f"{path}: no such file (expected JSON {{code: [description, synonym, ...]}}).")
     try:
-        code_terms = json.loads(path.read_text(encoding="utf-8"))
+        code_terms = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=functools.partial(unique_keys, path))
     except json.JSONDecodeError as error:
         raise InputError(f"{path}: not valid JSON ({error.msg}, line {error.lineno}).") from None
     except UnicodeDecodeError:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from synthetic_corpus import FILES, ROOT, SIGNALS, TINY_CONFIG, TINY_MODEL, run, run_train, synthetic_notes, write_jsonl
 from huggingface_hub import ModelCard
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 sys.path.insert(0, str(ROOT))
 import datasets_scripts  # noqa: E402
@@ -219,18 +219,70 @@ def test_same_command_and_seed_train_the_same_model(corpus, tmp_path):
 @pytest.mark.slow
 def test_candidate_codes_join_the_vocabulary_and_word2vec(corpus):
     # --candidate_codes icd10cm: every word of every ICD-10-CM code's terms gets a token and a word2vec
-    # vector, so that the saved model can score ICD-10-CM codes it was not trained on (set_codes).
+    # vector, and the folder stores every ICD-10-CM code as a candidate the pipeline ranks
     result = run_train(*FILES, "--output_dir", "out", "--num_train_epochs", "1", "--save_strategy", "no",
                        "--load_best_model_at_end", "false", *TINY_MODEL, "--word2vec_epochs", "1",
                        "--candidate_codes", "icd10cm", "--extra_negative_codes", "64", cwd=corpus)
     assert result.returncode == 0, result.stderr[-3000:]
-    candidate_terms = candidate_code_terms("icd10cm", num_synonyms=2)
+    candidate_terms, code_system = candidate_code_terms("icd10cm", num_synonyms=2)
+    assert code_system == "ICD-10-CM"
     assert "Cholera due to Vibrio cholerae 01, biovar cholerae" in candidate_terms["A00.0"]  # a description
     words = {word for terms in candidate_terms.values() for term in terms for word in train.split_words(term)}
     tokenizer = AutoTokenizer.from_pretrained(corpus / "out", trust_remote_code=True)
     assert len(words) > 10_000 and words <= set(tokenizer.get_vocab())
     vectors_found = int(result.stderr.split("word2vec: ")[2].split(" of ")[0])
     assert vectors_found >= len(words)  # each candidate word was in word2vec's corpus
+    stored = json.loads((corpus / "out" / "candidate_codes.json").read_text())
+    assert stored["code_system"] == "ICD-10-CM" and len(stored["codes"]) == len(set(candidate_terms) - set(SIGNALS))
+    coder = pipeline("icd-coding", model=str(corpus / "out"), trust_remote_code=True)
+    ranked = coder("Fever and cough; cholera suspected.", candidates="all", top_k=20)
+    assert len(ranked) == 20 and {p["in_label_set"] for p in ranked} == {True, False}
+
+
+@pytest.mark.slow
+def test_candidate_codes_of_any_code_system_from_a_file(corpus):
+    # --candidate_codes FILE.json: the label set's codes and three more, ranked from the folder alone
+    candidates = {code: terms for code, (terms, _) in SIGNALS.items()}
+    candidates |= {"Z99.1": ["dependence on respirator"], "K35.80": ["acute appendicitis", "appendicitis"],
+                   "Z00.00": ["general adult medical examination"]}
+    (corpus / "candidates.json").write_text(json.dumps(candidates))
+    result = run_train(*FILES, "--output_dir", "out", "--num_train_epochs", "2", *TINY_MODEL,
+                       "--candidate_codes", "candidates.json", cwd=corpus)
+    assert result.returncode == 0, result.stderr[-3000:]
+    stored = json.loads((corpus / "out" / "candidate_codes.json").read_text())
+    assert stored["code_system"] == "candidates" and stored["codes"] == ["Z99.1", "K35.80", "Z00.00"]
+    assert set(stored["operating_points"]) == {"best_map", "unseen"}
+    for point in stored["operating_points"].values():  # chosen on dev, with the figures that chose them
+        assert point["dev"]["notes"] == 40 and point["threshold"] is not None
+    assert "candidates: operating point best_map" in result.stderr
+    coder = pipeline("icd-coding", model=str(corpus / "out"), trust_remote_code=True)
+    ranked = coder("Acute appendicitis with fever.", candidates="all", top_k=8)
+    assert sorted(p["code"] for p in ranked) == sorted(candidates)
+    assert coder("Acute appendicitis with fever.", codes=["K35.80"])[0]["in_label_set"] is False
+
+
+def test_bad_candidate_files_are_named(corpus):
+    base = [*FILES, "--output_dir", "out", *TINY_MODEL]
+    files = {"no_terms.json": '{"I10": ["hypertension"], "Z99.1": []}',
+             "blank_terms.json": '{"I10": ["hypertension"], "Z99.1": ["  "]}',
+             "duplicate.json": '{"I10": ["hypertension"], "Z99.1": ["respirator"], "Z99.1": ["ventilator"]}',
+             "shape.json": '{"I10": ["hypertension"], "Z99.1": "dependence on respirator"}',
+             "list.json": '[["I10", "hypertension"]]'}
+    messages = {"no_terms.json": "codes ['Z99.1'] have no terms", "blank_terms.json": "codes ['Z99.1'] have no terms",
+                "duplicate.json": "['Z99.1'] appear more than once", "shape.json": "codes ['Z99.1'] need a list of strings",
+                "list.json": "expected a non-empty JSON object {code: [description, synonym, ...]}"}
+    for name, text in files.items():
+        (corpus / name).write_text(text)
+        result = run_train(*base, "--candidate_codes", name, cwd=corpus)
+        assert result.returncode != 0 and f"{name}: {messages[name]}" in result.stderr, result.stderr[-2000:]
+        assert "Traceback" not in result.stderr
+    result = run_train(*base, "--candidate_codes", "icd9cm", cwd=corpus)
+    assert "--candidate_codes 'icd9cm': give icd10cm, or a JSON file" in result.stderr
+    (corpus / "valid.json").write_text('{"I10": ["hypertension"], "Z99.1": ["dependence on respirator"]}')
+    result = run_train("--train_file", "train.jsonl.gz", "--code_terms", "code_terms.json", "--output_dir", "out",
+                       *TINY_MODEL, "--candidate_codes", "valid.json", cwd=corpus)
+    assert "--candidate_codes: the ranking's operating points are chosen on dev" in result.stderr
+    assert not (corpus / "out").exists()
 
 
 @pytest.mark.slow
@@ -328,9 +380,7 @@ def test_bad_inputs_fail_before_training(corpus):
     assert "add --candidate_codes icd10cm" in result.stderr
     result = run_train("--train_file", "train.jsonl.gz", "--extra_negative_codes", "8", "--candidate_codes", "icd10cm",
                        *base[:-len(TINY_MODEL)], "--config_overrides", TINY_CONFIG + ",score_function=linear", cwd=corpus)
-    assert "--extra_negative_codes: score_function=linear has weights per label code" in result.stderr
-    result = run_train("--train_file", "train.jsonl.gz", "--candidate_codes", "icd9cm", *base, cwd=corpus)
-    assert "--candidate_codes 'icd9cm': the one code system at hand is icd10cm" in result.stderr
+    assert "--candidate_codes, --extra_negative_codes: score_function=linear has weights per label code" in result.stderr
     (corpus / "empty.jsonl").write_text("\n")
     result = run_train("--train_file", "train.jsonl.gz", "--validation_file", "empty.jsonl", *base, cwd=corpus)
     assert "empty.jsonl: holds no notes" in result.stderr

@@ -5,18 +5,31 @@ model can rank."""
 
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 from ..errors import InputError
+from ..files import read_code_terms
 from . import finish
 
 
-def candidate_code_terms(code_system: str | None, num_synonyms: int) -> dict[str, list[str]]:
-    """code → terms for every code of `code_system` (None: none), as the candidates are scored later."""
-    if code_system is None:
-        return {}
-    if code_system != "icd10cm":
-        raise InputError(f"--candidate_codes {code_system!r}: the one code system at hand is icd10cm.")
-    return open_icd10cm_synonyms(icd10cm_codes(), min_synonyms=num_synonyms - 1)[0]
+def candidate_code_terms(candidates: str | None, num_synonyms: int) -> tuple[dict[str, list[str]], str | None]:
+    """(code → [description, synonyms…] of every candidate code, the code system's name) of
+    `candidates`: "icd10cm" (every ICD-10-CM code, with the terms of `open_icd10cm_synonyms`), a JSON
+    file {code: [description, synonyms…]} of any code system, or None (no candidates)."""
+    if candidates is None:
+        return {}, None
+    if candidates == "icd10cm":
+        return open_icd10cm_synonyms(icd10cm_codes(), min_synonyms=num_synonyms - 1)[0], "ICD-10-CM"
+    path = Path(candidates)
+    if path.suffix.lower() != ".json":
+        raise InputError(f"--candidate_codes {candidates!r}: give icd10cm, or a JSON file {{code: [description, "
+                         "synonyms…]}} of your code system.")
+    code_terms = read_code_terms(path)
+    without_terms = [code for code, terms in code_terms.items() if not any(term.strip() for term in terms)]
+    if without_terms:
+        raise InputError(f"{path}: codes {without_terms[:5]} have no terms; each candidate code needs its description "
+                         "(and any synonyms): the model scores a code from its terms.")
+    return code_terms, path.stem
 
 
 def import_icd10cm():
