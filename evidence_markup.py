@@ -11,14 +11,19 @@ EVIDENCE_STYLE = """
 .note-text { white-space: pre-wrap; line-height: 1.6; border-left: 3px solid #eee; padding-left: .8rem; }
 mark { background: rgba(255, 153, 0, calc(.15 + .75 * var(--intensity, 1))); color: inherit; border-radius: 3px; padding: 0 1px; }
 .none { color: #777; font-style: italic; }
+.unseen { font-size: .75em; font-weight: bold; color: #fff; background: #7a4fb5; border-radius: 3px; padding: 0 4px; }
 """
 
 
 def code_line(code: dict) -> str:
-    """The code, its description, its probability and the synonym that matched best, as HTML."""
+    """The code, its description, its probability (a candidate outside the label set: its score and an
+    "unseen" badge) and the synonym that matched best, as HTML."""
     synonym = f" · best synonym: “{html.escape(code['synonym'])}”" if code["synonym"] else ""
-    return (f'<span class="code-id">{html.escape(code["code"])}</span> {html.escape(code["description"] or "")} '
-            f'<span class="probability">{100 * code["probability"]:.1f}%{synonym}</span>')
+    value = f"{100 * code['probability']:.1f}%" if code["probability"] is not None else f"score {code['score']:.2f}"
+    badge = (' <span class="unseen" title="outside the label set: ranked from its terms alone">unseen</span>'
+             if code.get("in_label_set") is False else "")
+    return (f'<span class="code-id">{html.escape(code["code"])}</span>{badge} {html.escape(code["description"] or "")} '
+            f'<span class="probability">{value}{synonym}</span>')
 
 
 def marked_text(text: str, evidence: list[dict]) -> str:

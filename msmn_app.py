@@ -102,8 +102,8 @@ class Review:
         return [
             [
                 code["code"],
-                code["description"] or "",
-                round(code["probability"], 3),
+                ("unseen · " if code.get("in_label_set") is False else "") + (code["description"] or ""),
+                None if code["probability"] is None else round(code["probability"], 3),
                 code["synonym"] or "",
                 status[code["accepted"], code["added"]],
             ]
@@ -177,12 +177,17 @@ def check_note(note: str, max_chars: int = MAX_NOTE_CHARS) -> None:
         )
 
 
-def suggestions(coder: ICDCodingPipeline, note: str, threshold: float, top_k: int | None) -> tuple[list[dict], str]:
+def suggestions(coder: ICDCodingPipeline, note: str, threshold: float, top_k: int | None,
+                all_codes: bool = False) -> tuple[list[dict], str]:
     """(the model's codes for the note, '' or a warning that the model read only the note's beginning).
+    With `all_codes`, every candidate code of the checkpoint is ranked (above the score threshold chosen
+    on dev, or the top k), not only the label set.
 
     Raises ValueError for a note without any word: there is nothing to code.
     """
-    options = {"top_k": int(top_k)} if top_k else {"threshold": threshold}
+    options = {"top_k": int(top_k)} if top_k else {} if all_codes else {"threshold": threshold}
+    if all_codes:
+        options["candidates"] = "all"
     coded = coder(note, note_info=True, **options)  # the pipeline says how much of the note it read
     max_tokens = coder.model.config.max_note_tokens
     if coded["note_words"] == 0:
@@ -194,6 +199,27 @@ def suggestions(coder: ICDCodingPipeline, note: str, threshold: float, top_k: in
         f"The text from character {coded['coded_characters']:,} on (the last {coded['note_words'] - max_tokens:,} "
         "words) was not coded."
     )
+
+
+def code_search(coder: ICDCodingPipeline) -> CodeSearch:
+    """The search of the add-a-code box: the label set's codes, and every candidate the checkpoint carries."""
+    config = coder.model.config
+    codes, descriptions = list(config.id2label.values()), config.code_descriptions or [""] * config.num_labels
+    terms = config.code_terms or [[description] for description in descriptions]
+    if coder.has_candidates():
+        ranker = coder.candidate_ranker()
+        codes, terms = codes + ranker.extra_codes, terms + ranker.extra_terms
+        descriptions = descriptions + ranker.extra_descriptions
+    return CodeSearch(codes, terms, descriptions)
+
+
+def candidates_switch(coder: ICDCodingPipeline) -> str | None:
+    """The label of the switch to rank every candidate code, or None when the checkpoint carries none."""
+    if not coder.has_candidates():
+        return None
+    ranker = coder.candidate_ranker()
+    return (f"All {ranker.code_system} ({ranker.num_labels + len(ranker.extra_codes):,} codes; those outside the "
+            f"{ranker.num_labels:,} trained on marked unseen, ranked at the dev-chosen threshold or the top k)")
 
 
 def evidence_html(review: Review) -> str:
@@ -265,9 +291,8 @@ class ReviewEvents:
     view of the review — the state, the table, the evidence, the two export buttons and a message."""
 
     def __init__(self, gr, coder: ICDCodingPipeline, exports: Path, max_note_chars: int):
-        config = coder.model.config
         self.gr, self.coder, self.exports, self.max_note_chars = gr, coder, exports, max_note_chars
-        self.search = CodeSearch(list(config.id2label.values()), config.code_terms, config.code_descriptions)
+        self.search = code_search(coder)
 
     def show(self, review: Review, message: str = ""):
         json_file, csv_file = write_exports(review, self.exports)
@@ -275,10 +300,10 @@ class ReviewEvents:
                 self.gr.DownloadButton(value=json_file, interactive=json_file is not None),
                 self.gr.DownloadButton(value=csv_file, interactive=csv_file is not None), message)
 
-    def code_note(self, note, threshold, top_k, review):
+    def code_note(self, note, threshold, top_k, all_codes, review):
         try:
             check_note(note, self.max_note_chars)
-            predictions, warning = suggestions(self.coder, note, threshold, top_k)
+            predictions, warning = suggestions(self.coder, note, threshold, top_k, all_codes)
         except ValueError as error:
             return self.show(Review(), f"**{error}**")
         if note != review.note:  # a new note: a new review
@@ -288,8 +313,8 @@ class ReviewEvents:
             warning = (warning + " " if warning else "") + "No code above the threshold: lower it, set a top k, or add codes."
         return self.show(review, warning)
 
-    def recode(self, note, threshold, top_k, review):
-        return self.code_note(note, threshold, top_k, review) if review.note else self.show(review)
+    def recode(self, note, threshold, top_k, all_codes, review):
+        return self.code_note(note, threshold, top_k, all_codes, review) if review.note else self.show(review)
 
     def select(self, review, event):  # event: gr.SelectData, the clicked cell
         review.selected = review.codes[event.index[0]]["code"]
@@ -324,7 +349,7 @@ class ReviewEvents:
             return self.gr.Textbox(), f"**{error}**"
 
 
-def page_layout(gr, threshold: float, summary: str, examples: list[str]) -> dict:
+def page_layout(gr, threshold: float, summary: str, examples: list[str], candidates: str | None = None) -> dict:
     """The page's components, by name, laid out; the page itself is "page"."""
     # Gradio's copies of the exports (a patient's codes) are deleted after an hour, and at exit.
     with gr.Blocks(title="MSMN ICD coding review", analytics_enabled=False, delete_cache=(600, 3600)) as page:
@@ -340,6 +365,8 @@ def page_layout(gr, threshold: float, summary: str, examples: list[str]) -> dict
             with gr.Column(scale=1):
                 threshold = gr.Slider(0.01, 0.99, value=round(threshold, 3), step=0.001, label="Threshold")
                 top_k = gr.Number(value=0, precision=0, minimum=0, label="Top k (0: use the threshold)", elem_id="top-k")
+                all_codes = gr.Checkbox(value=False, label=candidates or "", visible=candidates is not None,
+                                        elem_id="all-codes")
                 query = gr.Textbox(label="Add a code: search by code or description", elem_id="code-query")
                 found = gr.Radio(choices=[], label="Matching codes (the first 20)", elem_id="code-found")
                 add_button = gr.Button("Add", elem_id="add-button")
@@ -356,7 +383,7 @@ def page_layout(gr, threshold: float, summary: str, examples: list[str]) -> dict
                     csv_button = gr.DownloadButton("Export CSV", interactive=False, elem_id="export-csv")
             with gr.Column(scale=2):
                 evidence = gr.HTML(label="Evidence", elem_id="evidence-panel")
-    return {name: value for name, value in locals().items() if name not in ("gr", "summary", "examples")}
+    return {name: value for name, value in locals().items() if name not in ("gr", "summary", "examples", "candidates")}
 
 
 def selection_handler(events: ReviewEvents):
@@ -371,9 +398,10 @@ def selection_handler(events: ReviewEvents):
 def connect(page: dict, events: ReviewEvents) -> None:
     """Each component's events to their handlers (inside the page's Blocks context)."""
     views = [page[name] for name in ("review", "table", "evidence", "json_button", "csv_button", "message")]
-    recoding = [page["note"], page["threshold"], page["top_k"], page["review"]]
+    recoding = [page["note"], page["threshold"], page["top_k"], page["all_codes"], page["review"]]
     page["code_button"].click(events.code_note, recoding, views)
     page["threshold"].change(events.recode, recoding, views, trigger_mode="always_last")
+    page["all_codes"].change(events.recode, recoding, views)
     page["top_k"].submit(events.recode, recoding, views)
     page["table"].select(selection_handler(events), [page["review"]], views)
     page["accept_button"].click(lambda review: events.decide(review, True), [page["review"]], views)
@@ -389,7 +417,7 @@ def build_page(coder: ICDCodingPipeline, summary: str, examples: list[str], expo
     """The review page; the export files go to folders under `exports`."""
     import gradio as gr  # imported here, after main has set GRADIO_TEMP_DIR: Gradio reads it once, at import
 
-    page = page_layout(gr, coder.model.config.threshold, summary, examples)
+    page = page_layout(gr, coder.model.config.threshold, summary, examples, candidates_switch(coder))
     with page["page"]:
         connect(page, ReviewEvents(gr, coder, exports, max_note_chars))
     return page["page"]

@@ -2,6 +2,7 @@
 
     msmn-code msmn-codiesp-d-50 note1.txt note2.txt --html report.html
     msmn-code msmn-codiesp-d-50 notes.jsonl.gz --top-k 5 --output codes.jsonl [--resume]
+    msmn-code msmn-codiesp-d-all-codes note.txt --all-codes --top-k 10 [--operating-point unseen]
     cat note.txt | msmn-code msmn-codiesp-d-50
     torchrun --nproc_per_node 2 -m msmn_code msmn-codiesp-d-50 notes.jsonl.gz --output codes.jsonl
 
@@ -294,11 +295,19 @@ def write_output(path: Path, coder, notes: Iterator[dict], args, progress, repor
 
 
 def coding_options(args) -> dict:
-    options = {"top_k": args.top_k, "threshold": args.threshold, "num_evidence": args.num_evidence}
+    options = {"top_k": args.top_k, "threshold": args.threshold, "num_evidence": args.num_evidence,
+               "candidates": "all" if args.all_codes else None, "operating_point": args.operating_point}
     return {name: value for name, value in options.items() if value is not None}
 
 
 def selection(args, coder) -> str:
+    if args.all_codes:
+        ranker = coder.candidate_ranker()
+        point_name = args.operating_point or "best_map"
+        among = (f"among all {ranker.num_labels + len(ranker.extra_codes):,} {ranker.code_system} candidates "
+                 f"(operating point {point_name})")
+        threshold = args.threshold if args.threshold is not None else ranker.point(point_name).threshold
+        return f"the {args.top_k} best codes per note {among}" if args.top_k else f"codes {among} with score above {threshold:.3f}"
     if args.top_k:
         return f"the {args.top_k} most probable codes per note"
     return f"codes with probability above {args.threshold or coder.model.config.threshold:.3f}"
@@ -406,7 +415,13 @@ def parse_arguments(argv):
                         help="continue the --output that a stopped run left: keep its whole lines, code the rest")
     parser.add_argument("--html", help="also write a self-contained HTML report to this file")
     parser.add_argument("--top-k", type=int, help="the K most probable codes per note instead of the tuned threshold")
-    parser.add_argument("--threshold", type=float, help="probability threshold (default: the checkpoint's)")
+    parser.add_argument("--threshold", type=float, help="probability threshold (default: the checkpoint's); with "
+                                                           "--all-codes, a threshold on the score")
+    parser.add_argument("--all-codes", action="store_true",
+                        help="rank every candidate code the checkpoint carries (train.py --candidate_codes), codes "
+                             "outside its label set included")
+    parser.add_argument("--operating-point", help="with --all-codes: best_map (default) or unseen (favours codes "
+                                                  "absent from training)")
     parser.add_argument("--num-evidence", type=int, default=3, help="evidence spans per code (default 3)")
     parser.add_argument("--batch-size", type=int, default=8, help="notes per forward pass (default 8)")
     parser.add_argument("--device", help="torch device, e.g. cuda:0 (default cpu; under torchrun: cuda gives each "
@@ -415,6 +430,8 @@ def parse_arguments(argv):
     args = parser.parse_intermixed_args(argv)  # options before or after the note files
     if args.batch_size < 1:
         parser.error(f"--batch-size {args.batch_size}: give 1 or more.")
+    if args.operating_point and not args.all_codes:
+        parser.error("--operating-point chooses how --all-codes ranks: add --all-codes.")
     return args
 
 
@@ -428,6 +445,8 @@ def main(argv: list[str] | None = None) -> None:
         stdin_note = read_stdin_note(args.notes)
         total = count_notes(args.notes, stdin_note)
         coder = load_coder(args.model, shard.device(args.device))
+        if args.all_codes:
+            coder.candidate_ranker()  # the checkpoint carries candidates, or a clear error
         coder([], **coding_options(args))  # checks the options (e.g. a threshold outside (0, 1)) before coding
         notes = read_notes(args.notes, stdin_note)
         if shard.world_size > 1:

@@ -264,3 +264,31 @@ def test_html_report_shows_the_evidence_in_chromium(synthetic_checkpoint, notes_
         for mark in section["marks"]:  # each mark sits where its offsets say, in the displayed note
             shown = note["text"][: mark["start"]].replace("\r\n", "\n")
             assert mark["offset"] == len(shown)
+
+
+def test_all_codes_ranks_the_candidates_the_checkpoint_carries(ranked_checkpoint, small_checkpoint, tmp_path,
+                                                               monkeypatch, capsys):
+    folder = ranked_checkpoint[0]
+    monkeypatch.chdir(tmp_path)
+    Path("note.txt").write_text("Admitted for acute appendicitis; chest pain, troponin raised.")
+    msmn_code.main([str(folder), "note.txt", "--all-codes", "--top-k", "5", "--output", "codes.jsonl",
+                    "--html", "report.html"])
+    (line,) = Path("codes.jsonl").read_text().splitlines()
+    coder = pipeline("icd-coding", model=str(folder), trust_remote_code=True)
+    expected = coder(Path("note.txt").read_text(), candidates="all", top_k=5)
+    codes = json.loads(line)["codes"]
+    assert [c["code"] for c in codes] == [c["code"] for c in expected] and any(not c["in_label_set"] for c in codes)
+    assert [c["score"] for c in codes] == pytest.approx([c["score"] for c in expected], abs=1e-5)
+    report = Path("report.html").read_text()
+    assert report.count('class="unseen"') == sum(not c["in_label_set"] for c in codes)
+    assert "among all 14 test codes candidates (operating point best_map)" in report
+    msmn_code.main([str(folder), "note.txt", "--all-codes", "--operating-point", "unseen", "--output", "unseen.jsonl"])
+    assert json.loads(Path("unseen.jsonl").read_text())["id"] == "note.txt"
+    for arguments, error in [
+        ([str(small_checkpoint), "note.txt", "--all-codes"], "carries no candidate codes beyond its 4 label codes"),
+        ([str(folder), "note.txt", "--all-codes", "--operating-point", "rare"], "operating_point 'rare'"),
+        ([str(folder), "note.txt", "--operating-point", "unseen"], "--operating-point chooses how --all-codes ranks"),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:  # the message: sys.exit's, or argparse's on stderr
+            msmn_code.main(arguments)
+        assert error in str(exit_info.value.code) + capsys.readouterr().err
