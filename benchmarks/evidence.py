@@ -32,9 +32,8 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 import datasets_scripts
-from datasets_scripts.mdace import note_documents
+from datasets_scripts.mdace import evidence_scores_of
 from modeling_msmn import split_words
-from modeling_msmn.metrics import evidence_scores
 from msmn_code import load_coder
 
 MAX_SPAN_TOKENS = 5
@@ -60,19 +59,6 @@ def word_overlap_spans(words: list[str], offsets, term_words: set[str], num_span
     return [(offsets[first][0], offsets[last][1]) for first, last in chosen]
 
 
-def mdace_scores(coder, mimic_dir: str, split: str, num_evidence: int) -> dict[str, float]:
-    """MDACE's four measures of the pipeline's evidence for each admission's gold codes."""
-    data = datasets_scripts.load("mdace", config="mdace-icd9", data_dir=mimic_dir)
-    known = coder.model.config.label2id
-    documents = []
-    for example in data.splits[split]:
-        asked = [code for code in example["labels"] if code in known]
-        predictions = coder(example["text"], codes=asked, num_evidence=num_evidence, max_span_tokens=MAX_SPAN_TOKENS)
-        predicted = [(span["start"], span["end"], code["code"]) for code in predictions for span in code["evidence"]]
-        documents += note_documents(example, predicted)  # MDACE scores note by note
-    return evidence_scores(documents)
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--checkpoint", default="msmn-codiesp-d-50-es")
@@ -81,7 +67,9 @@ def main():
     parser.add_argument("--num-evidence", type=int, default=3, help="with --mdace: evidence spans per code")
     args = parser.parse_args()
     if args.mdace:
-        scores = mdace_scores(load_coder(args.checkpoint, device=None), args.mdace, args.split, args.num_evidence)
+        data = datasets_scripts.load("mdace", config="mdace-icd9", data_dir=args.mdace)
+        scores = evidence_scores_of(load_coder(args.checkpoint, device=None), data.splits[args.split], args.num_evidence,
+                                    MAX_SPAN_TOKENS)
         print(f"MDACE {args.split}, {args.checkpoint}, {args.num_evidence} spans per gold code (in %):")
         print("| measure | precision | recall | F1 |\n|---|---|---|---|")
         for measure in ("exact_span", "span_text", "exact_token", "token_text"):

@@ -153,11 +153,12 @@ def test_mdace_form_predictions_to_spans_and_back(tmp_path, caplog):
         spans_from_mdace(example, outside)
 
 
-def test_evidence_benchmark_scores_a_model_on_mdace(tmp_path):
-    # benchmarks/evidence.py --mdace, end to end, with a small random model that knows three MDACE codes
+def test_evidence_of_a_model_scored_on_mdace(tmp_path):
+    # evidence_scores_of (what benchmarks/evidence.py --mdace reports), end to end, with a small random
+    # model that knows three MDACE codes
     import torch
 
-    from evidence import mdace_scores
+    from datasets_scripts.mdace import evidence_scores_of
     from modeling_msmn import ICDCodingPipeline, MSMNConfig, MSMNForSequenceClassification, build_code_term_ids
     from modeling_msmn import build_tokenizer, build_vocabulary
 
@@ -172,12 +173,12 @@ def test_evidence_benchmark_scores_a_model_on_mdace(tmp_path):
     torch.manual_seed(0)
     coder = ICDCodingPipeline(model=MSMNForSequenceClassification(config, code_term_ids=term_ids).eval(),
                               tokenizer=tokenizer, device="cpu")
-    scores = mdace_scores(coder, str(tmp_path / "mimic"), "test", num_evidence=2)
+    data = datasets_scripts.load("mdace", data_dir=str(tmp_path / "mimic"))
+    scores = evidence_scores_of(coder, data.splits["test"], num_evidence=2)
     measures = ("exact_span", "span_text", "exact_token", "token_text")
     assert set(scores) == {f"{m}_{p}" for m in measures for p in ("precision", "recall", "f1", *COUNTS)}
     assert all(0 <= scores[f"{m}_{p}"] <= 1 for m in measures for p in ("precision", "recall", "f1"))
     # the gold evidence of codes the model does not know is missed: recall stays within the known codes' share
-    data = datasets_scripts.load("mdace", data_dir=str(tmp_path / "mimic"))
     gold = [evidence_keys(e["text"], [(s["begin"], s["end"], s["code"]) for s in e["evidence"]])["exact_token"]
             for e in data.splits["test"]]
     known_share = sum(len({key for key in keys if key[1] in terms}) for keys in gold) / sum(map(len, gold))
