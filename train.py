@@ -457,8 +457,9 @@ def candidate_ranker(trainer, data, candidate_terms: dict, code_system: str, ter
     """The ranker of the label set and the candidates, its operating points chosen on dev (`build_ranker`)."""
     train_counts = Counter(code for codes in data.splits["train"]["gold_codes"] for code in codes)
     reference_texts = data.unlabelled_texts or list(data.splits["train"]["text"])
-    logger.info("candidates: choosing the ranking of %d %s codes on dev (MSMN scores every candidate for each dev "
-                "note once)", len(candidate_terms), code_system)
+    logger.info("candidates: choosing on dev how to rank the %d label codes and the %s codes, %d in all (MSMN scores "
+                "every candidate for each dev note once)", len(data.codes), code_system,
+                len(set(candidate_terms) | set(data.codes)))
     ranker, _ = build_ranker(trainer.model, trainer.processing_class, candidate_terms, train_counts, reference_texts,
                              list(data.splits["validation"]["text"]), list(data.splits["validation"]["gold_codes"]),
                              code_system, term_seed, trainer.args.per_device_eval_batch_size)

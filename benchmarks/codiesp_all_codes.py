@@ -11,7 +11,7 @@ in two stages (the point's shortlist re-scored by MSMN) and with every candidate
 them: MSMN alone, MSMN + the train-frequency prior (β chosen on dev), term matching alone, random
 scores (expected), and every (λ, β) of the dev trade-off between MAP and unseen MAP scored on test.
 A checkpoint without candidates (trained before they were stored) gets them here, chosen on dev
-exactly as train.py chooses them (`--rebuild` does so for any checkpoint).
+exactly as train.py chooses them, and saved into its folder (`--rebuild` does so for any checkpoint).
 
 Prints the time of building the ranker and of the candidates' code encoding (once per loaded
 pipeline), the time per report and the peak memory of ranking the test reports (`ranker.rank`, and
@@ -67,18 +67,17 @@ def random_ranking_metrics(gold_codes: list[list[str]], codes: list[str], train_
             "map_unseen_codes": mean_ap(unseen, unseen_totals)}
 
 
-def ranker_of(coder, splits, train_counts, rebuild: bool):
-    """(the checkpoint's ranker, or one built here as train.py builds it; the dev report, if built here)."""
-    if coder.has_candidates() and not rebuild:
-        return coder.candidate_ranker(), None
+def build_into(checkpoint: str, coder, splits, train_counts) -> dict:
+    """Chooses the checkpoint's ranking of every ICD-10-CM code on dev, as train.py --candidate_codes icd10cm
+    does, and saves it into the folder; the dev report."""
     candidate_terms, code_system = candidate_code_terms("icd10cm", coder.model.config.num_synonyms)
     started = time.perf_counter()
     ranker, report = build_ranker(coder.model, coder.tokenizer, candidate_terms, train_counts, background_texts(),
                                   [r["text_en"] for r in splits["dev"]], [r["diagnosis_codes"] for r in splits["dev"]],
                                   code_system)
-    print(f"ranker built on dev in {time.perf_counter() - started:.0f} s (the candidates' encoding included)")
-    coder.set_candidate_ranker(ranker)
-    return ranker, report
+    ranker.save_pretrained(checkpoint)
+    print(f"candidates chosen on dev in {time.perf_counter() - started:.0f} s and saved into {checkpoint}")
+    return report
 
 
 def point_figures(ranker, model, batches, point, exhaustive, gold_codes, codes, train_codes) -> dict:
@@ -106,11 +105,14 @@ def main():
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{torch.cuda.get_device_name(args.device) if args.device.startswith('cuda') else 'CPU'}, fp32; load: {uptime()}")
     coder = pipeline("icd-coding", model=args.checkpoint, trust_remote_code=True, device=args.device)
-    model, tokenizer = coder.model.eval(), coder.tokenizer
     splits = {split: read_shipped_split(split) for split in ("train", "dev", "test")}
     train_counts = Counter(code for record in splits["train"] for code in record["diagnosis_codes"])
-    ranker, report = ranker_of(coder, splits, train_counts, args.rebuild)
-    encoding = measure(lambda: ranker.encoding(model), cuda=model.device.type == "cuda")
+    report = None
+    if args.rebuild or not coder.has_candidates():
+        report = build_into(args.checkpoint, coder, splits, train_counts)
+        coder = pipeline("icd-coding", model=args.checkpoint, trust_remote_code=True, device=args.device)  # fresh
+    model, tokenizer, ranker = coder.model.eval(), coder.tokenizer, coder.candidate_ranker()
+    encoding = measure(lambda: (ranker.encoding(model), ranker.term_vectors(model)), cuda=model.device.type == "cuda")
     codes, train_codes = ranker.codes(model.config), set(train_counts)
     print(f"{args.checkpoint}: {model.config.num_labels} label codes, {len(codes)} candidates; code encoding "
           f"{encoding['seconds']:.1f} s, {encoding['peak_mib']:.0f} MiB")
@@ -136,6 +138,7 @@ def main():
         results[f"operating_point_{name}"] = point_figures(ranker, model, batches, point, exhaustive, gold_codes, codes,
                                                            train_codes)
     if report is not None:  # chosen on dev here: the prior alone, and the dev trade-off scored on test
+        results["dev_map_term_matching_by_longest_ngram"] = report["dev_map_term_matching_by_longest_ngram"]
         grid = report["dev_grid"]
         best_prior = max(PRIOR_WEIGHTS, key=lambda weight: (grid[0.0, weight][0], -weight))
         results[f"msmn_with_prior_{best_prior}"] = test(0.0, best_prior)

@@ -217,13 +217,13 @@ def build_ranker(model, tokenizer, candidate_terms: dict[str, list[str]], train_
     matchers, dev_matches = {}, {}
     for longest_ngram in (1, 2):
         matchers[longest_ngram] = fit_matcher(ranker, model, tokenizer, reference_texts[:REFERENCE_TEXTS], longest_ngram)
-        ranker.matcher, ranker._encoding = matchers[longest_ngram], None
+        ranker.matcher = matchers[longest_ngram]
         with torch.no_grad():  # the first stage of λ = 1, β = 0: the term match alone
             dev_matches[longest_ngram] = np.concatenate([ranker.first_stage(model, input_ids, OperatingPoint(1.0, 0.0))
                                                          .float().cpu().numpy() for input_ids, _ in batches])
     matching_map = {n: mean_average_precision(dev_matches[n], gold, totals) for n in (1, 2)}
     longest_ngram = max((1, 2), key=lambda n: (matching_map[n], -n))
-    ranker.matcher, ranker._encoding = matchers[longest_ngram], None
+    ranker.matcher = matchers[longest_ngram]
     term_matches = dev_matches[longest_ngram]
     msmn_logits = candidate_scores(ranker, model, batches, OperatingPoint(0.0, 0.0, None))  # every candidate
     prior = np.log1p(ranker.train_counts.numpy()).astype(np.float32)

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .modeling_msmn import MSMNCodeEncoding, sequence_lengths
@@ -145,7 +146,8 @@ class CandidateRanker:
         self.operating_points = {name: point if isinstance(point, OperatingPoint) else OperatingPoint(**point)
                                  for name, point in operating_points.items()}
         self.code_system, self.num_labels = code_system, num_labels
-        self._encoding = None  # (model, MSMNCodeEncoding of the extra codes, term vectors of all candidates)
+        self._encoding = None  # (model, MSMNCodeEncoding of every candidate)
+        self._term_vectors = None  # (matcher, the term vectors of every candidate)
 
     # ------------------------------------------------------------------ saving and loading
 
@@ -156,13 +158,17 @@ class CandidateRanker:
             "operating_points": {name: asdict(point) for name, point in self.operating_points.items()},
             "codes": self.extra_codes, "descriptions": self.extra_descriptions, "terms": self.extra_terms,
         }
-        with open(os.path.join(folder, CANDIDATES_FILE), "w", encoding="utf-8") as file:
-            json.dump(description, file, ensure_ascii=False)
-        save_file({"term_ids": self.extra_term_ids.to(torch.int32).contiguous(),
+        tensors = {"term_ids": self.extra_term_ids.to(torch.int32).contiguous(),
                    "train_counts": self.train_counts.to(torch.int64),
                    "idf_keys": torch.from_numpy(self.matcher.idf_keys),
-                   "idf_values": torch.from_numpy(self.matcher.idf_values)},
-                  os.path.join(folder, CANDIDATE_TENSORS_FILE))
+                   "idf_values": torch.from_numpy(self.matcher.idf_values)}
+        # each file through a .partial one, renamed when whole: an earlier file is never half-overwritten
+        description_path, tensors_path = (os.path.join(folder, name) for name in (CANDIDATES_FILE, CANDIDATE_TENSORS_FILE))
+        with open(description_path + ".partial", "w", encoding="utf-8") as file:
+            json.dump(description, file, ensure_ascii=False)
+        save_file(tensors, tensors_path + ".partial")
+        os.replace(tensors_path + ".partial", tensors_path)
+        os.replace(description_path + ".partial", description_path)
 
     @classmethod
     def from_pretrained(cls, description_path: str, tensors_path: str, config):
@@ -171,10 +177,15 @@ class CandidateRanker:
             with open(description_path, encoding="utf-8") as file:
                 description = json.load(file)
             tensors = load_file(tensors_path)
-        except (OSError, ValueError) as error:
+            extra_term_ids = tensors["term_ids"].long()
+            missing = {"codes", "descriptions", "terms", "num_labels", "vocab_size", "longest_ngram", "ignored_ids",
+                       "operating_points", "code_system"} - set(description)
+            if missing or {"train_counts", "idf_keys", "idf_values"} - set(tensors):
+                raise ValueError(f"missing {sorted(missing)}")
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as error:
             raise ValueError(f"The checkpoint's candidate codes ({description_path}, {tensors_path}) cannot be "
-                             f"read ({error}); save them again with train.py --candidate_codes.") from None
-        extra_term_ids = tensors["term_ids"].long()
+                             f"read ({type(error).__name__}: {error}); save them again with train.py "
+                             "--candidate_codes.") from None
         num_extra = len(description["codes"])
         expected = (num_extra * config.num_synonyms, config.term_length)
         if (description["num_labels"] != config.num_labels or description["vocab_size"] != config.vocab_size
@@ -201,10 +212,10 @@ class CandidateRanker:
             raise ValueError(f"operating_point {name!r}: this checkpoint stores {sorted(self.operating_points)}.")
         return self.operating_points[name]
 
-    def encoding(self, model) -> tuple[MSMNCodeEncoding, torch.Tensor]:
-        """(synonym queries and code vectors of every candidate, the term vectors of every candidate),
-        computed once for `model` (in evaluation, without gradients: the cache does not follow changes of
-        its weights), the extra codes' in chunks."""
+    def encoding(self, model) -> MSMNCodeEncoding:
+        """The synonym queries and code vectors of every candidate, computed once for `model` (in
+        evaluation, without gradients: the cache does not follow changes of its weights): the label
+        set's from the model's cache, the extra codes' in chunks."""
         if self._encoding is None or self._encoding[0] is not model:
             msmn = model.msmn
             no_codes = torch.zeros(0, dtype=torch.long, device=msmn.code_term_ids.device)
@@ -215,14 +226,19 @@ class CandidateRanker:
                     encoding = msmn.encode_codes(no_codes, extra_code_term_ids=chunk)
                     queries.append(encoding.synonym_queries)
                     vectors.append(encoding.code_vectors)
-            candidates = MSMNCodeEncoding(synonym_queries=torch.cat(queries), code_vectors=torch.cat(vectors))
-            all_term_ids = torch.cat([msmn.code_term_ids.cpu(), self.extra_term_ids]).numpy()
-            self._encoding = (model, candidates, self.matcher.vectors(all_term_ids, dtype=model.dtype))
-        return self._encoding[1], self._encoding[2]
+            self._encoding = (model, MSMNCodeEncoding(synonym_queries=torch.cat(queries), code_vectors=torch.cat(vectors)))
+        return self._encoding[1]
+
+    def term_vectors(self, model) -> torch.Tensor:
+        """(C·M, F) sparse TF-IDF vectors of every candidate's terms, computed once per term matcher."""
+        if self._term_vectors is None or self._term_vectors[0] is not self.matcher:
+            all_term_ids = torch.cat([model.msmn.code_term_ids.cpu(), self.extra_term_ids]).numpy()
+            self._term_vectors = (self.matcher, self.matcher.vectors(all_term_ids, dtype=model.dtype))
+        return self._term_vectors[1]
 
     def first_stage(self, model, input_ids: torch.Tensor, point: OperatingPoint) -> torch.Tensor:
         """(B, L + E) λ·term match + β·log(1 + train count) of every candidate."""
-        _, term_vectors = self.encoding(model)
+        term_vectors = self.term_vectors(model)
         note_vectors = self.matcher.vectors(input_ids.cpu().numpy(), dtype=term_vectors.dtype)
         prior = torch.log1p(self.train_counts.to(term_vectors.dtype))
         return point.term_match_weight * term_match(term_vectors, note_vectors, model.config.num_synonyms) + (
@@ -232,7 +248,7 @@ class CandidateRanker:
                     candidates: torch.Tensor) -> torch.Tensor:
         """(c,) MSMN's logits of one note (note_states (1, N, d), attention_mask (1, N)) for `candidates`,
         indices among all candidates."""
-        encoding, _ = self.encoding(model)
+        encoding = self.encoding(model)
         candidates = candidates.to(encoding.code_vectors.device)
         representations = model.msmn.attention(note_states, attention_mask, encoding.synonym_queries[candidates])
         return model.score(representations, encoding.code_vectors[candidates])[0]
@@ -259,7 +275,7 @@ class CandidateRanker:
 
     def synonym_queries(self, model, candidates: torch.Tensor) -> torch.Tensor:
         """(c, M, d/M) the attention queries of `candidates`, for their evidence."""
-        return self.encoding(model)[0].synonym_queries[candidates]
+        return self.encoding(model).synonym_queries[candidates]
 
 
 def shortlist(first_stage: torch.Tensor, num_labels: int, size: int | None) -> torch.Tensor:

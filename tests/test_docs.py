@@ -9,6 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 CHECKPOINT_NAME = '"msmn-codiesp-d-50"'  # the folder `python train.py` saves, as the snippets name it
+ALL_CODES_NAME = '"msmn-codiesp-d-all-codes"'  # the folder of `--preset codiesp-d-all-codes`, with candidate codes
 
 
 def python_snippets():
@@ -21,11 +22,16 @@ def test_the_readme_has_python_snippets():
     assert [page for page, _ in python_snippets()].count("README.md") >= 1
 
 
+@pytest.mark.slow  # most snippets load the checkpoint that the suite trains
 @pytest.mark.parametrize("page, snippet", python_snippets(), ids=lambda value: value if value.endswith(".md") else "")
-def test_python_snippet_runs(page, snippet, synthetic_checkpoint, capsys):
-    checkpoint, _ = synthetic_checkpoint
-    assert CHECKPOINT_NAME in snippet, f"{page}: a snippet that does not load the trained checkpoint"
-    code = compile(snippet.replace(CHECKPOINT_NAME, repr(str(checkpoint))), page, "exec")
+def test_python_snippet_runs(page, snippet, request, capsys):
+    # a snippet that ranks every ICD-10-CM code runs on the suite's checkpoint with candidate codes
+    if ALL_CODES_NAME in snippet:
+        name, checkpoint = ALL_CODES_NAME, request.getfixturevalue("ranked_checkpoint")[0]
+    else:
+        name, checkpoint = CHECKPOINT_NAME, request.getfixturevalue("synthetic_checkpoint")[0]
+    assert name in snippet, f"{page}: a snippet that does not load the trained checkpoint"
+    code = compile(snippet.replace(name, repr(str(checkpoint))), page, "exec")
     exec(code, {"__name__": "__snippet__"})
     assert capsys.readouterr().out.strip(), f"{page}: the snippet printed nothing"
 

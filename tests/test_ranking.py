@@ -2,6 +2,7 @@
 points chosen on dev, and the candidates saved beside a checkpoint."""
 
 import math
+import shutil
 from collections import Counter
 
 import numpy as np
@@ -189,3 +190,23 @@ def test_an_unseen_code_gets_its_evidence_at_the_right_characters(ranked_checkpo
                                                                  reference_span["text"])
             assert span["weight"] == pytest.approx(reference_span["weight"], abs=1e-6)
             assert note[span["start"] : span["end"]] == span["text"]
+
+
+def test_damaged_or_foreign_candidate_files_get_clear_errors(ranked_checkpoint, tmp_path, tokenizer):
+    folder = ranked_checkpoint[0]
+    damaged = tmp_path / "damaged"
+    shutil.copytree(folder, damaged)
+    tensors = damaged / "candidate_codes.safetensors"
+    tensors.write_bytes(tensors.read_bytes()[:100])
+    coder = pipeline("icd-coding", model=str(damaged), trust_remote_code=True)
+    with pytest.raises(ValueError, match=r"candidate codes .* cannot be read .*save them again with train.py"):
+        coder("Fever.", candidates="all")
+    # candidates chosen for another model (conftest's, with a smaller vocabulary)
+    foreign = tmp_path / "foreign"
+    ICDCodingPipeline(model=make_model(tokenizer), tokenizer=tokenizer).save_pretrained(foreign)
+    for name in ("candidate_codes.json", "candidate_codes.safetensors"):
+        shutil.copy(folder / name, foreign / name)
+    coder = pipeline("icd-coding", model=str(foreign), trust_remote_code=True)
+    with pytest.raises(ValueError, match=r"saved for another model .* vocabulary"):
+        coder("Fever.", candidates="all")
+    assert coder("Fever.", top_k=1)  # the label set codes as before
