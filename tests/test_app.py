@@ -334,7 +334,10 @@ def app(synthetic_checkpoint, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser(app):
+def browser():
+    """Headless Chromium, one for the module's tests (playwright's sync API runs once per thread)."""
+    if chromium_path() is None:
+        pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium; .ci/run installs it)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -458,47 +461,41 @@ if __name__ == "__main__":
     save_screenshot(*sys.argv[1:3])
 
 
-def test_all_candidate_codes_in_the_browser(ranked_checkpoint, tmp_path):
+def test_all_candidate_codes_in_the_browser(ranked_checkpoint, browser, tmp_path):
     # the switch ranks every candidate, marks those outside the label set "unseen", and shows an unseen
     # code's evidence at the pipeline's offsets; the add-a-code search finds candidates too
-    if chromium_path() is None:
-        pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium; .ci/run installs it)")
-    from playwright.sync_api import sync_playwright
-
     folder = ranked_checkpoint[0]
     note = "Admitted for acute appendicitis; chest pain, troponin raised."
     expected = {p["code"]: p for p in pipeline("icd-coding", model=str(folder), trust_remote_code=True)(
         note, candidates="all", top_k=6)}
     process, url = start_app(str(folder), tmp_path / "server.log")
     try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
-            page = open_page(browser, url)
-            assert page.is_visible("#all-codes") and "All test codes (14 codes" in page.inner_text("#all-codes")
-            page.check("#all-codes input")
-            page.fill("#top-k input", "6")
-            page.press("#top-k input", "Enter")
-            code_note(page, note)
-            page.wait_for_function("() => document.querySelectorAll('#codes .virtual-row').length === 6")
-            page.uncheck("#all-codes input")  # the label set alone: its 4 codes
-            page.wait_for_function("() => document.querySelectorAll('#codes .virtual-row').length === 4")
-            assert all(not row[1].startswith("unseen") for row in table_rows(page))
-            page.check("#all-codes input")
-            page.wait_for_function("() => document.querySelectorAll('#codes .virtual-row').length === 6")
-            rows = {row[0]: row for row in table_rows(page)}
-            assert set(rows) == set(expected)
-            unseen = [code for code, p in expected.items() if not p["in_label_set"]]
-            assert unseen and all(rows[code][1].startswith("unseen · ") and rows[code][2] == "" for code in unseen)
-            select_code(page, unseen[0])
-            assert page.inner_text('#evidence .unseen') == "unseen"
-            marks = shown_marks(page)
-            spans = sorted(expected[unseen[0]]["evidence"], key=lambda span: span["start"])
-            assert [(m["start"], m["end"], m["text"]) for m in marks] == [(s["start"], s["end"], s["text"]) for s in spans]
-            assert all(mark["offset"] == mark["start"] for mark in marks)
-            add_code(page, "otitis", "H66.90 — otitis media")
-            wait_for_review(page, "H66.90", "added")
-            page.wait_for_selector('#evidence[data-code="H66.90"] .unseen')
-            browser.close()
+        page = open_page(browser, url)
+        assert page.is_visible("#all-codes") and "All test codes (14 codes" in page.inner_text("#all-codes")
+        page.check("#all-codes input")
+        page.fill("#top-k input", "6")
+        page.press("#top-k input", "Enter")
+        code_note(page, note)
+        page.wait_for_function("() => document.querySelectorAll('#codes .virtual-row').length === 6")
+        page.uncheck("#all-codes input")  # the label set alone: its 4 codes
+        page.wait_for_function("() => document.querySelectorAll('#codes .virtual-row').length === 4")
+        assert all(not row[1].startswith("unseen") for row in table_rows(page))
+        page.check("#all-codes input")
+        page.wait_for_function("() => document.querySelectorAll('#codes .virtual-row').length === 6")
+        rows = {row[0]: row for row in table_rows(page)}
+        assert set(rows) == set(expected)
+        unseen = [code for code, p in expected.items() if not p["in_label_set"]]
+        assert unseen and all(rows[code][1].startswith("unseen · ") and rows[code][2] == "" for code in unseen)
+        select_code(page, unseen[0])
+        assert page.inner_text('#evidence .unseen') == "unseen"
+        marks = shown_marks(page)
+        spans = sorted(expected[unseen[0]]["evidence"], key=lambda span: span["start"])
+        assert [(m["start"], m["end"], m["text"]) for m in marks] == [(s["start"], s["end"], s["text"]) for s in spans]
+        assert all(mark["offset"] == mark["start"] for mark in marks)
+        add_code(page, "otitis", "H66.90 — otitis media")
+        wait_for_review(page, "H66.90", "added")
+        page.wait_for_selector('#evidence[data-code="H66.90"] .unseen')
+        page.close()
     finally:
         process.terminate()
         process.wait(timeout=30)
