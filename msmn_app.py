@@ -185,9 +185,10 @@ def suggestions(coder: ICDCodingPipeline, note: str, threshold: float, top_k: in
 
     Raises ValueError for a note without any word: there is nothing to code.
     """
-    options = {"top_k": int(top_k)} if top_k else {} if all_codes else {"threshold": threshold}
-    if all_codes:
-        options["candidates"] = "all"
+    if all_codes:  # the operating point's score threshold, not the slider's probability
+        options = {"candidates": "all", **({"top_k": int(top_k)} if top_k else {})}
+    else:
+        options = {"top_k": int(top_k)} if top_k else {"threshold": threshold}
     coded = coder(note, note_info=True, **options)  # the pipeline says how much of the note it read
     max_tokens = coder.model.config.max_note_tokens
     if coded["note_words"] == 0:

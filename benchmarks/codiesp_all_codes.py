@@ -123,7 +123,7 @@ def main():
     with torch.no_grad():
         term_matches = np.concatenate([ranker.first_stage(model, ids.to(model.device), OperatingPoint(1.0, 0.0))
                                        .float().cpu().numpy() for ids, _ in batches])
-    prior = np.log1p(ranker.train_counts.numpy()).astype(np.float32)
+    prior = ranker.prior().numpy()
 
     def test(term_match_weight, prior_weight):
         return ranking_metrics(msmn_logits + term_match_weight * term_matches + prior_weight * prior, gold_codes, codes,

@@ -49,6 +49,13 @@ def bootstrap_interval(values: np.ndarray, draws: int = 1000) -> tuple[float, fl
     return tuple(round(float(bound), 4) for bound in np.percentile(means, [2.5, 97.5]))
 
 
+def unseen_map(scores: np.ndarray, unseen: list[list[int]], unseen_totals: list[int]) -> tuple[float, tuple[float, float]]:
+    """(MAP over the gold codes absent from train, its 95% bootstrap interval over the notes that have
+    some); (0, (0, 0)) when no note has any."""
+    precisions = average_precisions(scores, unseen, unseen_totals)
+    return (float(precisions.mean()), bootstrap_interval(precisions)) if len(precisions) else (0.0, (0.0, 0.0))
+
+
 def gold_matrix(gold: list[list[int]], shape: tuple[int, int]) -> np.ndarray:
     """(notes, candidates) booleans: the gold candidates of each note."""
     labels = np.zeros(shape, dtype=bool)
@@ -62,15 +69,15 @@ def ranking_metrics(scores: np.ndarray, gold_codes: list[list[str]], codes: list
     MAP over the gold codes absent from train: with its 95% bootstrap interval over the notes, and
     "filtered" (as in link prediction): with the note's other gold codes left out of the ranking."""
     gold, totals, unseen, unseen_totals = gold_indices(gold_codes, codes, train_codes)
-    unseen_precisions = average_precisions(scores, unseen, unseen_totals)
+    map_unseen, interval = unseen_map(scores, unseen, unseen_totals)
     other_gold_removed = scores.copy()
     for row, (document, document_unseen) in enumerate(zip(gold, unseen)):
         other_gold_removed[row, sorted(set(document) - set(document_unseen))] = np.nan  # NaN ranks last
     return {
         "map": mean_average_precision(scores, gold, totals),
         "precision_at_8": precision_at_k(gold_matrix(gold, scores.shape), scores, 8)[0],
-        "map_unseen_codes": float(unseen_precisions.mean()) if len(unseen_precisions) else 0.0,
-        "map_unseen_codes_95_interval": bootstrap_interval(unseen_precisions) if len(unseen_precisions) else (0.0, 0.0),
+        "map_unseen_codes": map_unseen,
+        "map_unseen_codes_95_interval": interval,
         "map_unseen_codes_filtered": mean_average_precision(other_gold_removed, unseen, unseen_totals),
     }
 
@@ -165,21 +172,20 @@ def dev_grid(msmn_logits, term_matches, prior, gold, totals, unseen, unseen_tota
     for term_match_weight in TERM_MATCH_WEIGHTS:
         for prior_weight in PRIOR_WEIGHTS:
             combined = msmn_logits + term_match_weight * term_matches + prior_weight * prior
-            unseen_precisions = average_precisions(combined, unseen, unseen_totals)
-            unseen_map = float(unseen_precisions.mean()) if len(unseen_precisions) else 0.0
-            grid[term_match_weight, prior_weight] = (mean_average_precision(combined, gold, totals), unseen_map,
-                                                     bootstrap_interval(unseen_precisions) if len(unseen_precisions) else (0.0, 0.0))
+            grid[term_match_weight, prior_weight] = (mean_average_precision(combined, gold, totals),
+                                                     *unseen_map(combined, unseen, unseen_totals))
     return grid
 
 
 def chosen_points(grid: dict) -> dict[str, tuple[float, float]]:
     """The (λ, β) of "best_map" and "unseen" (see the module's docstring)."""
     dev_map = {weights: figures[0] for weights, figures in grid.items()}
+    dev_unseen_map = {weights: figures[1] for weights, figures in grid.items()}
     lower_bound = {weights: figures[2][0] for weights, figures in grid.items()}
     unseen = operating_point(dev_map, lower_bound, UNSEEN_MAP_FLOOR)
     if unseen is None:  # no pair's interval reaches the floor: the one that comes closest
         unseen = max(grid, key=lambda weights: (lower_bound[weights], dev_map[weights], *(-w for w in weights)))
-    return {"best_map": operating_point(dev_map, dev_map, -1.0), "unseen": unseen}
+    return {"best_map": operating_point(dev_map, dev_unseen_map, 0.0), "unseen": unseen}  # floor 0: every pair
 
 
 def finished_point(weights, grid, msmn_logits, term_matches, prior, gold, totals, unseen, unseen_totals,
@@ -190,9 +196,7 @@ def finished_point(weights, grid, msmn_logits, term_matches, prior, gold, totals
     num_extra = msmn_logits.shape[1] - num_labels
     for size in [size for size in SHORTLIST_SIZES if size < num_extra] + [None]:
         scores = two_stage_scores(msmn_logits, first_stage, num_labels, size)
-        dev_map = mean_average_precision(scores, gold, totals)
-        unseen_precisions = average_precisions(scores, unseen, unseen_totals)
-        dev_unseen_map = float(unseen_precisions.mean()) if len(unseen_precisions) else 0.0
+        dev_map, dev_unseen_map = mean_average_precision(scores, gold, totals), unseen_map(scores, unseen, unseen_totals)[0]
         if dev_map >= full_map - SHORTLIST_TOLERANCE and dev_unseen_map >= full_unseen_map - SHORTLIST_TOLERANCE:
             break
     threshold, micro_f1 = score_threshold(scores, gold, sum(totals))
@@ -226,7 +230,7 @@ def build_ranker(model, tokenizer, candidate_terms: dict[str, list[str]], train_
     ranker.matcher = matchers[longest_ngram]
     term_matches = dev_matches[longest_ngram]
     msmn_logits = candidate_scores(ranker, model, batches, OperatingPoint(0.0, 0.0, None))  # every candidate
-    prior = np.log1p(ranker.train_counts.numpy()).astype(np.float32)
+    prior = ranker.prior().numpy()
     grid = dev_grid(msmn_logits, term_matches, prior, gold, totals, unseen, unseen_totals)
     for name, weights in chosen_points(grid).items():
         ranker.operating_points[name] = finished_point(weights, grid, msmn_logits, term_matches, prior, gold, totals,

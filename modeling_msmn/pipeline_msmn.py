@@ -126,14 +126,13 @@ class ICDCodingPipeline(Pipeline):
         if operating_point is not None:
             self.candidate_ranker().point(operating_point)
         if codes is not None:
-            known = self.model.config.label2id
-            unknown = [code for code in codes if code not in known] if not isinstance(codes, str) else [codes]
-            if unknown and not isinstance(codes, str) and self.has_candidates():
-                known = self.candidate_index()
-                unknown = [code for code in codes if code not in known]
-            if isinstance(codes, str) or unknown:
-                raise ValueError(f"codes must be a list of the model's codes; not among them: {unknown[:5] or codes!r}"
-                                 f"{' (nor among its candidate codes)' if self.has_candidates() else ''}.")
+            unknown = [codes] if isinstance(codes, str) else [c for c in codes if c not in self.model.config.label2id]
+            has_candidates = bool(unknown) and self.has_candidates()
+            if has_candidates and not isinstance(codes, str):  # codes beyond the label set: the candidates'
+                unknown = [code for code in unknown if code not in self.candidate_index()]
+            if unknown:
+                raise ValueError(f"codes must be a list of the model's codes; not among them: {unknown[:5]!r}"
+                                 f"{' (nor among its candidate codes)' if has_candidates else ''}.")
         # Only what is given: call-time parameters update those given when the pipeline was built.
         forward_params = {"top_k": top_k, "threshold": threshold, "codes": codes, "candidates": candidates,
                           "operating_point": operating_point}

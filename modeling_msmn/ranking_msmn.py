@@ -240,9 +240,12 @@ class CandidateRanker:
         """(B, L + E) λ·term match + β·log(1 + train count) of every candidate."""
         term_vectors = self.term_vectors(model)
         note_vectors = self.matcher.vectors(input_ids.cpu().numpy(), dtype=term_vectors.dtype)
-        prior = torch.log1p(self.train_counts.to(term_vectors.dtype))
         return point.term_match_weight * term_match(term_vectors, note_vectors, model.config.num_synonyms) + (
-            point.prior_weight * prior)
+            point.prior_weight * self.prior(term_vectors.dtype))
+
+    def prior(self, dtype=torch.float32) -> torch.Tensor:
+        """(L + E,) log(1 + train count) of every candidate: the prior that β weighs."""
+        return torch.log1p(self.train_counts.to(dtype))
 
     def msmn_logits(self, model, note_states: torch.Tensor, attention_mask: torch.Tensor,
                     candidates: torch.Tensor) -> torch.Tensor:
