@@ -450,22 +450,11 @@ class MSMNModel(MSMNPreTrainedModel):
         self.code_term_ids = checked_code_term_ids(code_term_ids, self.config).to(self.code_term_ids.device)
         self._code_encoding_cache = None
 
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        code_encoding: MSMNCodeEncoding | None = None,
-        code_indices: torch.Tensor | None = None,
-        extra_code_term_ids: torch.Tensor | None = None,
-    ) -> MSMNModelOutput:
-        r"""
-        input_ids: (B, N) right-padded token ids of the notes.
-        attention_mask: (B, N) 1 on real tokens; by default, where input_ids is not the PAD id.
-        code_encoding: a precomputed `encode_codes()` to reuse (e.g. across the two R-Drop passes).
-        code_indices: (c,) represent only these codes (e.g. a training step's sampled codes), in this order.
-        extra_code_term_ids: (e·M, term_length) then represent e codes outside the code set from these
-            term ids (see `encode_codes`).
-        """
+    def checked_inputs(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input_ids, attention_mask) as the encoder reads them, or a clear error: a batch of empty notes
+        gets one padding position to attend to, a missing mask is where input_ids is not the PAD id."""
         if input_ids.dim() != 2 or input_ids.shape[0] == 0:
             raise ValueError(f"MSMN expects input_ids of shape (batch ≥ 1, tokens), got {tuple(input_ids.shape)}.")
         if input_ids.shape[1] == 0:  # a batch of empty notes: one padding position to attend to
@@ -482,6 +471,25 @@ class MSMNModel(MSMNPreTrainedModel):
             raise ValueError(
                 f"attention_mask has shape {tuple(attention_mask.shape)}, input_ids {tuple(input_ids.shape)}."
             )
+        return input_ids, attention_mask
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        code_encoding: MSMNCodeEncoding | None = None,
+        code_indices: torch.Tensor | None = None,
+        extra_code_term_ids: torch.Tensor | None = None,
+    ) -> MSMNModelOutput:
+        r"""
+        input_ids: (B, N) right-padded token ids of the notes.
+        attention_mask: (B, N) 1 on real tokens; by default, where input_ids is not the PAD id.
+        code_encoding: a precomputed `encode_codes()` to reuse (e.g. across the two R-Drop passes).
+        code_indices: (c,) represent only these codes (e.g. a training step's sampled codes), in this order.
+        extra_code_term_ids: (e·M, term_length) then represent e codes outside the code set from these
+            term ids (see `encode_codes`).
+        """
+        input_ids, attention_mask = self.checked_inputs(input_ids, attention_mask)
         if code_encoding is None and code_indices is None and extra_code_term_ids is None:
             code_encoding = self.code_encoding()
         elif code_encoding is None:

@@ -262,6 +262,7 @@ class CandidateRanker:
         `point`: MSMN re-scores the label set and the point's shortlist (`shortlist`), and every other
         candidate gets a score below theirs, in first-stage order (`ranked_scores`); or, with
         `candidates` (c,), the scores of those candidates alone, each re-scored."""
+        input_ids, attention_mask = model.msmn.checked_inputs(input_ids, attention_mask)  # as the model's forward
         first_stage = self.first_stage(model, input_ids, point).to(model.device)
         note_states = model.msmn.encoder(input_ids, sequence_lengths(attention_mask))
         scores, logits = [], []

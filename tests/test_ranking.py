@@ -158,6 +158,9 @@ def test_pipeline_ranks_every_candidate_from_the_folder(ranked_checkpoint):
     threshold = ranker.point("best_map").threshold
     assert [p["code"] for p in coder(note, candidates="all")] == [p["code"] for p in ranked if p["score"] > threshold]
     assert coder(note, candidates="all", operating_point="unseen", top_k=3)
+    # a note without words gets no codes, also beside others in a batch, as without candidates
+    assert coder("", candidates="all", top_k=3) == [] and coder("!!! ...", codes=["K35.80"]) == []
+    assert [len(codes) for codes in coder(["", note], candidates="all", top_k=3, batch_size=2)] == [0, 3]
     with pytest.raises(ValueError, match=r"operating_point 'rare'.*\['best_map', 'unseen'\]"):
         coder(note, candidates="all", operating_point="rare")
     with pytest.raises(ValueError, match="candidates must be 'all'"):
