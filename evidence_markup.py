@@ -48,3 +48,36 @@ def marked_text(text: str, evidence: list[dict]) -> str:
 def note_with_evidence(text: str, code: dict) -> str:
     """The note, with `code`'s evidence marked, in the block both pages style as the note."""
     return f'<div class="note-text">{marked_text(text, code["evidence"])}</div>'
+
+
+def marked_for_codes(text: str, codes: list[dict]) -> str:
+    """The note as HTML once, with the evidence of every code marked: each stretch of text that spans
+    cover is a <mark class="c0 c2" data-codes="0:1 2:3"> (code index:evidence rank), holding each
+    covering code's intensity as --i0, --i2; `chosen_code_style` shows only the chosen code's marks."""
+    spans = []  # (start, end, code index, rank, intensity)
+    for index, code in enumerate(codes):
+        strongest = max((span["weight"] for span in code["evidence"]), default=0.0) or 1.0
+        spans += [(span["start"], span["end"], index, rank, span["weight"] / strongest)
+                  for rank, span in enumerate(code["evidence"], start=1)]
+    cuts = sorted({0, len(text)} | {span[0] for span in spans} | {span[1] for span in spans})
+    pieces = []
+    for start, end in zip(cuts, cuts[1:]):
+        over = [span for span in spans if span[0] <= start and end <= span[1]]
+        piece = html.escape(text[start:end])
+        if not over:
+            pieces.append(piece)
+            continue
+        classes = " ".join(f"c{index}" for _, _, index, _, _ in over)
+        ranks = " ".join(f"{index}:{rank}" for _, _, index, rank, _ in over)
+        intensities = ";".join(f"--i{index}: {intensity:.3f}" for _, _, index, _, intensity in over)
+        pieces.append(f'<mark class="{classes}" data-codes="{ranks}" style="{intensities}">{piece}</mark>')
+    return f'<div class="note-text">{"".join(pieces)}</div>'
+
+
+def chosen_code_style(num_codes: int) -> str:
+    """CSS that shows, in each note of `marked_for_codes`, the marks of the code whose radio button
+    (class c<index>) is checked, each as dark as its share of that code's attention."""
+    rules = [".coded-note mark { background: none; }"]
+    rules += [f".coded-note:has(input.c{index}:checked) mark.c{index} {{ background: rgba(255, 153, 0, calc(.15 + .75 * "
+              f"var(--i{index}))); }}" for index in range(num_codes)]
+    return "\n".join(rules)

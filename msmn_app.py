@@ -15,22 +15,30 @@ The review state, the code search and the export are plain Python, tested withou
 """
 
 import argparse
+import contextvars
 import csv
 import dataclasses
-import hashlib
+import fcntl
 import html
 import io
 import json
 import os
+import secrets
 import shutil
 import signal
+import socket
 import sys
 import tempfile
+import threading
+import time
+import traceback
+import uuid
 from pathlib import Path
 
 import torch
 from huggingface_hub import ModelCard, snapshot_download
 from huggingface_hub.errors import HFValidationError
+from starlette.middleware import Middleware
 
 from datasets_scripts.codiesp import read_shipped_split
 from datasets_scripts import InputError
@@ -59,19 +67,22 @@ class Review:
     """The codes of one note as the coder reviews them.
 
     codes: the pipeline's predictions (code, description, probability, synonym, evidence), each with
-        `accepted` (a suggestion stays accepted until rejected) and `added` (the coder added it).
+        `accepted` (None: a suggestion the coder has not decided on; True or False once accepted or
+        rejected: a suggestion is not a decision) and `added` (the coder added it).
+    session: names the folder of this page session's export files (set when first exported).
     """
 
     note: str = ""
     codes: list[dict] = dataclasses.field(default_factory=list)
     selected: str | None = None
+    session: str | None = None
 
     def suggest(self, predictions: list[dict]) -> None:
         """Replaces the model's suggestions (a new threshold or top k), keeping the coder's decisions."""
         accepted = {code["code"]: code["accepted"] for code in self.codes}
         added = [code for code in self.codes if code["added"]]
         suggested = [
-            {**prediction, "accepted": accepted.get(prediction["code"], True), "added": False}
+            {**prediction, "accepted": accepted.get(prediction["code"]), "added": False}
             for prediction in predictions
             if prediction["code"] not in {code["code"] for code in added}
         ]
@@ -98,7 +109,8 @@ class Review:
         return next(entry for entry in self.codes if entry["code"] == code)
 
     def table(self) -> list[list]:
-        status = {(True, False): "accepted", (False, False): "rejected", (True, True): "added", (False, True): "rejected"}
+        status = {(None, False): "suggested", (True, False): "accepted", (False, False): "rejected", (True, True): "added",
+                  (False, True): "rejected"}
         return [
             [
                 code["code"],
@@ -111,7 +123,8 @@ class Review:
         ]
 
     def export_records(self) -> list[dict]:
-        """What the coder decided: every listed code, accepted or not, and whether it was added."""
+        """What the coder decided: every listed code, accepted, rejected or undecided (None), and whether it
+        was added."""
         return [{field: code[field] for field in EXPORT_FIELDS} for code in self.codes]
 
 
@@ -179,9 +192,9 @@ def check_note(note: str, max_chars: int = MAX_NOTE_CHARS) -> None:
 
 def suggestions(coder: ICDCodingPipeline, note: str, threshold: float, top_k: int | None,
                 all_codes: bool = False) -> tuple[list[dict], str]:
-    """(the model's codes for the note, '' or a warning that the model read only the note's beginning).
-    With `all_codes`, every candidate code of the checkpoint is ranked (above the score threshold chosen
-    on dev, or the top k), not only the label set.
+    """(the model's codes for the note, '' or warnings: the model read only the note's beginning, or the
+    note is much shorter than those the model was trained on). With `all_codes`, every candidate code of
+    the checkpoint is ranked (above the score threshold chosen on dev, or the top k), not only the label set.
 
     Raises ValueError for a note without any word: there is nothing to code.
     """
@@ -193,13 +206,16 @@ def suggestions(coder: ICDCodingPipeline, note: str, threshold: float, top_k: in
     max_tokens = coder.model.config.max_note_tokens
     if coded["note_words"] == 0:
         raise ValueError("The note has no words (only punctuation or symbols): there is nothing to code.")
-    if coded["note_words"] <= max_tokens:
-        return coded["codes"], ""
-    return coded["codes"], (
-        f"This note has {coded['note_words']:,} words; the model reads the first {max_tokens:,}, as in training. "
-        f"The text from character {coded['coded_characters']:,} on (the last {coded['note_words'] - max_tokens:,} "
-        "words) was not coded."
-    )
+    warnings = []
+    if coded["short_note"]:
+        warnings.append(f"**A short note** ({coded['note_words']:,} words, fewer than 99% of the notes the model was "
+                        "trained on): its codes are less certain than their probabilities say; check each one.")
+    if coded["note_words"] > max_tokens:
+        warnings.append(
+            f"This note has {coded['note_words']:,} words; the model reads the first {max_tokens:,}, as in training. "
+            f"The text from character {coded['coded_characters']:,} on (the last {coded['note_words'] - max_tokens:,} "
+            "words) was not coded.")
+    return coded["codes"], " ".join(warnings)
 
 
 def code_search(coder: ICDCodingPipeline) -> CodeSearch:
@@ -275,15 +291,17 @@ PAGE_STYLE = EVIDENCE_STYLE + "#evidence .note-text { max-height: 32rem; overflo
 
 
 def write_exports(review: Review, exports: Path) -> tuple[str | None, str | None]:
-    """(JSON file, CSV file) of the review's codes, in a folder of their own under `exports` (one per
-    distinct export, so a download never serves another review's file); (None, None) without codes."""
+    """(JSON file, CSV file) of the review's codes, in the page session's own folder under `exports`,
+    replaced at each change (so a download never serves another session's file, and files do not pile
+    up); (None, None) without codes."""
     if not review.codes:
         return None, None
-    exported = export_json(review)
-    folder = exports / hashlib.sha256(exported.encode()).hexdigest()[:20]
+    review.session = review.session or uuid.uuid4().hex
+    folder = exports / review.session
     folder.mkdir(exist_ok=True)
-    (folder / "codes.json").write_text(exported, encoding="utf-8")
-    (folder / "codes.csv").write_text(export_csv(review), encoding="utf-8")
+    for name, text in (("codes.json", export_json(review)), ("codes.csv", export_csv(review))):
+        (folder / f"{name}.new").write_text(text, encoding="utf-8")
+        (folder / f"{name}.new").replace(folder / name)
     return str(folder / "codes.json"), str(folder / "codes.csv")
 
 
@@ -306,9 +324,9 @@ class ReviewEvents:
             check_note(note, self.max_note_chars)
             predictions, warning = suggestions(self.coder, note, threshold, top_k, all_codes)
         except ValueError as error:
-            return self.show(Review(), f"**{error}**")
-        if note != review.note:  # a new note: a new review
-            review = Review(note=note)
+            return self.show(Review(session=review.session), f"**{error}**")
+        if note != review.note:  # a new note: a new review, in the same session
+            review = Review(note=note, session=review.session)
         review.suggest(predictions)
         if not review.codes:
             warning = (warning + " " if warning else "") + "No code above the threshold: lower it, set a top k, or add codes."
@@ -467,6 +485,129 @@ def logins(pairs: list[str], auth_file: Path | None) -> list[tuple[str, str]]:
     return pairs
 
 
+CLIENT_ADDRESS = contextvars.ContextVar("client_address", default="unknown")
+
+
+class ClientAddress:
+    """ASGI middleware: remembers the address of the client being served, for the login check."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope.get("client"):
+            CLIENT_ADDRESS.set(scope["client"][0])
+        await self.app(scope, receive, send)
+
+
+class LoginGuard:
+    """Checks the app's logins. A failed login is logged (user and address, never the password); after
+    FREE_FAILURES failures in a row for a user or from an address, both are refused without a check for
+    2, 4, 8 … up to MAX_WAIT seconds after each further failure. A success clears the user's and the
+    address's count."""
+
+    FREE_FAILURES = 4
+    MAX_WAIT = 300.0
+
+    def __init__(self, pairs: list[tuple[str, str]]):
+        self.passwords = dict(pairs)
+        self.failures = {}  # user or address → (failures in a row, time of the last)
+        self.lock = threading.Lock()
+
+    def wait(self, key: str) -> float:
+        """Seconds until `key` may try again (0: now)."""
+        count, last = self.failures.get(key, (0, 0.0))
+        if count <= self.FREE_FAILURES:
+            return 0.0
+        return max(0.0, last + min(2.0 ** (count - self.FREE_FAILURES), self.MAX_WAIT) - time.monotonic())
+
+    def check(self, user: str, password: str, address: str) -> bool:
+        with self.lock:
+            keys = (f"user {user!r}", f"address {address}")
+            wait = max(self.wait(key) for key in keys)
+            correct = wait == 0 and secrets.compare_digest(self.passwords.get(user, "").encode(), password.encode())
+            if correct and user in self.passwords:
+                for key in keys:
+                    self.failures.pop(key, None)
+                return True
+            for key in keys:
+                self.failures[key] = (self.failures.get(key, (0, 0.0))[0] + 1, time.monotonic())
+            reason = f"refused for {wait:.0f} s more after repeated failures" if wait else "wrong user or password"
+        print(f"msmn-app: failed login for user {user!r} from {address}: {reason}", file=sys.stderr, flush=True)
+        return False
+
+    async def login(self, user: str, password: str) -> bool:
+        """Gradio's login check (a coroutine function, which Gradio awaits), for the client being served."""
+        return self.check(user, password, CLIENT_ADDRESS.get())
+
+
+class QuietTracebacks:
+    """Stands for the `traceback` module inside Gradio's request handling: a failed request is logged by
+    its exception's type and where it was raised, never its message (Gradio's messages quote a request's
+    inputs: the note)."""
+
+    def __getattr__(self, name):
+        return getattr(traceback, name)
+
+    @staticmethod
+    def print_exc(*args, **kwargs):
+        error = sys.exc_info()[1]
+        frames = traceback.extract_tb(error.__traceback__) if error is not None else []
+        where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+        print(f"msmn-app: a request failed: {type(error).__name__}{where} (its message is not logged: it may quote "
+              "the note)", file=sys.stderr, flush=True)
+
+
+def silence_gradio_inputs() -> None:
+    """Gradio's request errors are logged without their messages (`QuietTracebacks`)."""
+    import gradio.queueing
+    import gradio.route_utils
+    import gradio.routes
+    import gradio.utils
+
+    for module in (gradio.queueing, gradio.route_utils, gradio.routes, gradio.utils):
+        module.traceback = QuietTracebacks()
+
+
+APP_FOLDER_PREFIX = "msmn-app-"
+
+
+def claim_app_folder() -> tuple[Path, int]:
+    """(a new temporary folder for the app's files, the descriptor of its lock, held while the app runs).
+    Folders that an app killed without clean-up left (their lock free) are removed first: they hold notes."""
+    for stale in Path(tempfile.gettempdir()).glob(f"{APP_FOLDER_PREFIX}*"):
+        if stale.is_dir() and (stale / "lock").is_file() and not holds_lock(stale / "lock"):
+            shutil.rmtree(stale, ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(prefix=APP_FOLDER_PREFIX))
+    descriptor = os.open(folder / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return folder, descriptor
+
+
+def holds_lock(path: Path) -> bool:
+    """Whether a running process holds the lock file `path`."""
+    descriptor = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(descriptor)
+
+
+def check_port(host: str, port: int) -> None:
+    """The address can be served: nothing else listens there."""
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as error:
+        raise InputError(f"--host {host} --port {port}: cannot serve there ({error.strerror or error}); another program "
+                         "(an msmn-app already running?) may listen on that port: give another --port.") from None
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_arguments(argv)
     model = args.model_option or args.model or os.environ.get(MODEL_VARIABLE)
@@ -474,15 +615,16 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"msmn-app: error: give a checkpoint folder or Hub model id (msmn-app MODEL, or set {MODEL_VARIABLE}).")
     try:
         auth = logins(args.auth, args.auth_file)
+        check_port(args.host, args.port)
         folder = model_folder(model)
         coder = load_coder(str(folder), args.device)
-    except ValueError as error:  # InputError: not a folder, not an MSMN checkpoint, a bad login file
+    except ValueError as error:  # InputError: not a folder, not an MSMN checkpoint, a bad login file, a busy port
         sys.exit(f"msmn-app: error: {error}")
     with torch.no_grad():
         coder.model.msmn.code_encoding()  # encoded once here; every click reuses it
     card = model_card_data(folder)
     language = (card.language[0] if isinstance(card.language, list) else card.language) if card and card.language else "en"
-    app_folder = Path(tempfile.mkdtemp(prefix="msmn-app-"))  # every file with note text or codes, removed at the end
+    app_folder, lock = claim_app_folder()  # every file with note text or codes, removed at the end
     os.environ["GRADIO_TEMP_DIR"] = str(app_folder / "gradio")  # Gradio's uploads and its copies of the exports
     tempfile.tempdir = str(app_folder)  # and any other temporary file of this process
     signal.signal(signal.SIGTERM, stop_on_sigterm)
@@ -490,13 +632,17 @@ def main(argv: list[str] | None = None) -> None:
         (app_folder / "exports").mkdir()
         page = build_page(coder, model_summary(coder, folder, card), example_notes(language), app_folder / "exports",
                           args.max_note_chars)
+        silence_gradio_inputs()
+        print(f"msmn-app: serving {folder.name} on http://{args.host}:{args.port}/", flush=True)
         try:
-            page.launch(server_name=args.host, server_port=args.port, ssr_mode=False, css=PAGE_STYLE,
-                        auth=auth or None, max_file_size=4 * args.max_note_chars)  # UTF-8: ≤ 4 bytes a character
+            page.launch(server_name=args.host, server_port=args.port, ssr_mode=False, css=PAGE_STYLE, quiet=True,
+                        auth=LoginGuard(auth).login if auth else None, max_file_size=4 * args.max_note_chars,  # UTF-8: ≤ 4 bytes a character
+                        app_kwargs={"middleware": [Middleware(ClientAddress)]})
         except KeyboardInterrupt:  # SIGINT or SIGTERM while launch was starting up (later, launch handles it)
             page.close()
     finally:
         shutil.rmtree(app_folder, ignore_errors=True)
+        os.close(lock)
 
 
 def stop_on_sigterm(signum, frame):

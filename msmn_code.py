@@ -8,9 +8,10 @@
 
 Inputs: a `.jsonl` or `.jsonl.gz` file holds one note per line ({"text": ..., "id": ...}, id
 optional); any other file is one note; no file or "-" reads one note from standard input. Each
-output line is {"id": ..., "codes": [the icd-coding pipeline's predictions]}, in input order. The
-HTML report is one self-contained page: each note, and per predicted code the note with that code's
-evidence marked.
+output line is {"id": ..., "codes": [the icd-coding pipeline's predictions]}, in input order, with
+"short_note": true where the note is much shorter than those the model was trained on. The HTML
+report is one self-contained page: each note once, its codes to choose from, and the chosen code's
+evidence marked in the note.
 
 Notes are read, coded and written in batches, so memory does not grow with their number. Every
 input line and the output files are checked before the model loads; `--output` and `--html` are
@@ -19,6 +20,7 @@ run left. Under torchrun each process codes every K-th note and the output is th
 writes. Errors name the file and line, never the text of a note."""
 
 import argparse
+import contextlib
 import dataclasses
 import html
 import itertools
@@ -27,16 +29,20 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from safetensors import SafetensorError, safe_open
+import transformers
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
 
 from datasets_scripts import InputError
-from datasets_scripts.files import read_json_lines, write_atomically
-from evidence_markup import EVIDENCE_STYLE, code_line, note_with_evidence
+from datasets_scripts.files import read_json_lines
+from evidence_markup import EVIDENCE_STYLE, chosen_code_style, code_line, marked_for_codes
 from modeling_msmn import ICDCodingPipeline, MSMNConfig, MSMNForSequenceClassification
+from output_files import (KeptLines, OutputLock, checkpoint_identity, disk_message, finish, partial_path,
+                          resumable_lines, start)
 
 
 def load_coder(model_dir: str, device: str | None) -> ICDCodingPipeline:
@@ -71,7 +77,10 @@ def read_config(folder: Path) -> MSMNConfig:
     model_type = settings.get("model_type")
     if model_type != "msmn":
         raise InputError(f"{folder}: model_type is {model_type!r}, not an MSMN checkpoint (model_type 'msmn').")
-    return MSMNConfig.from_pretrained(folder)
+    try:
+        return MSMNConfig.from_pretrained(folder)
+    except ValueError as error:
+        raise InputError(f"{config_file}: {error} Use the config.json saved with the weights.") from None
 
 
 def check_weights(folder: Path, config: MSMNConfig) -> None:
@@ -150,17 +159,42 @@ def read_notes(paths: list[str], stdin_note: str | None = None) -> Iterator[dict
         else:
             count = 0
             for line_number, record in read_json_lines(path, '{"text": ..., "id": ...}'):
-                if not isinstance(record.get("text"), str):
-                    raise InputError(f'{path}, line {line_number}: needs a "text" field holding the note.')
+                yield checked_note(record, f"{path}, line {line_number}", f"{path.name}:{line_number}")
                 count += 1
-                yield {"id": record.get("id", f"{path.name}:{line_number}"), "text": record["text"]}
             if count == 0:
                 raise InputError(f'{path}: holds no notes; give one JSON line {{"text": ...}} per note.')
 
 
+def checked_note(record: dict, source: str, default_id: str) -> dict:
+    """{"id", "text"} of a JSON line, its text a note that can be written back as UTF-8."""
+    if not isinstance(record.get("text"), str):
+        raise InputError(f'{source}: needs a "text" field holding the note.')
+    note_id = record.get("id", default_id)
+    try:
+        (record["text"] + json.dumps(note_id, ensure_ascii=False)).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError(f"{source}: holds a lone surrogate escape (such as \\ud83e), which is no character; fix "
+                         "the text where it was written (it was cut inside an emoji or other character).") from None
+    return {"id": note_id, "text": record["text"]}
+
+
 def count_notes(paths: list[str], stdin_note: str | None) -> int:
-    """How many notes the files hold, reading each once: every line is checked before the model loads."""
-    return sum(1 for _ in read_notes(paths, stdin_note))
+    """How many notes the files hold, reading each once: every line is checked before the model loads.
+    Repeated ids and a file given twice are counted in a warning."""
+    seen, repeated, first_repeated = set(), 0, None
+    for note in read_notes(paths, stdin_note):
+        key = json.dumps(note["id"])
+        if key in seen:
+            repeated, first_repeated = repeated + 1, first_repeated or note["id"]
+        seen.add(key)
+    files = [Path(name).resolve() for name in paths if name != "-"]
+    twice = sorted({str(name) for name in files if files.count(name) > 1})
+    if twice:
+        print(f"msmn-code: warning: {twice} given more than once: their notes are coded each time.", file=sys.stderr)
+    if repeated:
+        print(f"msmn-code: warning: {repeated} notes have the id of an earlier note (the first: {first_repeated!r}); "
+              "each is coded, and the output has one line per note, in input order.", file=sys.stderr)
+    return len(seen) + repeated
 
 
 def read_stdin_note(paths: list[str]) -> str | None:
@@ -176,8 +210,9 @@ def read_stdin_note(paths: list[str]) -> str | None:
 REPORT_STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 60rem; color: #1d1d1f; }
 section.note { border-top: 2px solid #888; margin-top: 2rem; }
-details.code { margin: .5rem 0; border: 1px solid #ddd; border-radius: 6px; padding: .3rem .6rem; }
-summary { cursor: pointer; }
+label.code { display: block; margin: .3rem 0; padding: .2rem .5rem; border: 1px solid #ddd; border-radius: 6px; cursor: pointer; }
+label.code:has(input:checked) { border-color: #f90; }
+.short { color: #8a4b00; font-weight: bold; }
 """ + EVIDENCE_STYLE
 
 
@@ -186,28 +221,44 @@ def report_header(model_name: str, num_notes: int, selection: str) -> str:
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>ICD coding report</title>'
         f"<style>{REPORT_STYLE}</style></head><body><h1>ICD coding report</h1>"
         f"<p>Model <code>{html.escape(model_name)}</code>, {num_notes} notes, {html.escape(selection)}. "
-        "Open a code to see the spans of the note that its attention weighted most, each as dark as its "
+        "Choose a code to see the spans of the note that its attention weighted most, each as dark as its "
         "share of the attention.</p>\n"
     )
 
 
-def report_section(note: dict, codes: list[dict]) -> str:
-    """One note of the HTML report, per predicted code the note with the code's evidence marked."""
-    items = [f'<details class="code" data-code="{html.escape(code["code"])}"{" open" if index == 0 else ""}>'
-             f"<summary>{code_line(code)}</summary>{note_with_evidence(note['text'], code)}</details>"
-             for index, code in enumerate(codes)]
-    body = "".join(items) or '<p class="none">No code predicted.</p>'
-    return f'<section class="note"><h2>{html.escape(str(note["id"]))}</h2>{body}</section>\n'
+def report_section(note: dict, info: dict, number: int) -> str:
+    """One note of the HTML report: its codes as a choice (the first chosen), then the note once, with the
+    chosen code's evidence marked."""
+    codes = info["codes"]
+    short = ('<p class="short">A short note: fewer words than 99% of the notes the model was trained on. Its '
+             "codes are less certain than their probabilities say: check each one.</p>" if info["short_note"] else "")
+    choices = "".join(f'<label class="code" data-code="{html.escape(code["code"])}"><input type="radio" class="c{index}" '
+                      f'name="note-{number}"{" checked" if index == 0 else ""}> {code_line(code)}</label>'
+                      for index, code in enumerate(codes))
+    body = f"{choices}{marked_for_codes(note['text'], codes)}" if codes else '<p class="none">No code predicted.</p>'
+    return f'<section class="note coded-note"><h2>{html.escape(str(note["id"]))}</h2>{short}{body}</section>\n'
 
 
-REPORT_FOOTER = "</body></html>\n"
+@dataclasses.dataclass
+class Report:
+    """The HTML report being written (a binary file), note by note: how many notes, the most codes of one."""
+
+    file: BinaryIO
+    num_notes: int = 0
+    max_codes: int = 0
+
+    def add(self, notes: list[dict], coded: list[dict]) -> None:
+        sections = [report_section(note, info, self.num_notes + index) for index, (note, info) in enumerate(zip(notes, coded))]
+        self.file.write("".join(sections).encode("utf-8"))
+        self.num_notes += len(notes)
+        self.max_codes = max([self.max_codes] + [len(info["codes"]) for info in coded])
+
+    def close(self) -> None:
+        """The end of the page, with the style that shows each note's chosen code (as many as a note has)."""
+        self.file.write(f"<style>{chosen_code_style(self.max_codes)}</style></body></html>\n".encode("utf-8"))
 
 
-# --- outputs: checked first, written through a .partial file, resumable ----------------------------------
-
-
-def partial_path(path: Path) -> Path:
-    return path.with_name(path.name + ".partial")
+# --- outputs: checked first, locked, written through a .partial file, resumable ---------------------------
 
 
 def check_outputs(args) -> None:
@@ -218,6 +269,8 @@ def check_outputs(args) -> None:
         if name is None:
             continue
         path = Path(name).resolve()
+        if path.is_dir():
+            raise InputError(f"{option} {name}: that is a folder; give a file name (e.g. {Path(name) / 'codes.jsonl'}).")
         if not path.parent.is_dir():
             raise InputError(f"{option} {name}: the folder {path.parent} does not exist; create it first.")
         if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
@@ -232,22 +285,11 @@ def check_outputs(args) -> None:
         raise InputError("--resume does not continue an HTML report: run --html on its own, without --resume.")
 
 
-def kept_lines(path: Path, expected_ids: Iterator, source: Path) -> Iterator[str]:
-    """The whole lines of a stopped run's output (`source`, read from `path`; a half-written last line
-    is dropped), each checked to code the next note of the input."""
-    with open(path, encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            if not line.endswith("\n"):
-                return  # cut off mid-line by the stop: coded again
-            try:
-                written = json.loads(line)["id"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise InputError(f"{source}, line {number}: not a line msmn-code writes; --resume cannot continue it.") from None
-            expected = next(expected_ids, None)
-            if written != expected:
-                raise InputError(f"{source}, line {number}: codes note {written!r}, but note {number} of the input is "
-                                 f"{expected!r}; --resume continues only an output of the same notes in the same order.")
-            yield line
+def check_no_stopped_run(path: Path) -> None:
+    """Without --resume, a stopped run's .partial is never overwritten."""
+    if partial_path(path).is_file():
+        raise InputError(f"{partial_path(path)} holds what a stopped run coded: run again with --resume to continue it, "
+                         "or delete it to code every note again.")
 
 
 def batches(notes: Iterator[dict], size: int) -> Iterator[list[dict]]:
@@ -256,42 +298,59 @@ def batches(notes: Iterator[dict], size: int) -> Iterator[list[dict]]:
 
 def code_into(file, coder, notes: Iterator[dict], options: dict, batch_size: int, progress, report=None) -> None:
     """Codes the notes batch by batch: one whole JSON line per note into `file` (binary), flushed after
-    each batch, and one section per note into `report` (binary) where there is one."""
+    each batch, and one section per note into `report` (a Report) where there is one."""
     for batch in batches(notes, batch_size):
-        predictions = coder([note["text"] for note in batch], batch_size=batch_size, **options)
-        lines = "".join(json.dumps({"id": note["id"], "codes": codes}, ensure_ascii=False) + "\n"
-                        for note, codes in zip(batch, predictions))
+        coded = coder([note["text"] for note in batch], batch_size=batch_size, note_info=True, **options)
+        lines = "".join(json.dumps(output_line(note, info), ensure_ascii=False) + "\n" for note, info in zip(batch, coded))
         file.write(lines.encode("utf-8"))  # UTF-8 JSON lines whatever the terminal's locale
         file.flush()
         if report is not None:
-            report.write("".join(map(report_section, batch, predictions)).encode("utf-8"))
+            report.add(batch, coded)
         progress.update(len(batch))
 
 
-def write_output(path: Path, coder, notes: Iterator[dict], args, progress, report=None) -> None:
-    """The JSON lines of `notes` (and their report sections, into `report`) written to `path` through
-    `path.partial`, renamed when complete; with --resume, the whole lines a stopped run left (in the
-    .partial, or in `path`) are kept, not coded again."""
-    options = coding_options(args)
-    source = next((candidate for candidate in (partial_path(path), path) if args.resume and candidate.is_file()), None)
-    kept = source.rename(path.with_name(path.name + ".resumed")) if source else None
+def output_line(note: dict, info: dict) -> dict:
+    """A note's output line: its id and codes, and "short_note": true where it is much shorter than the
+    notes the model was trained on."""
+    return {"id": note["id"], "codes": info["codes"], **({"short_note": True} if info["short_note"] else {})}
 
-    def write(file):
-        if kept is not None:
-            for line in kept_lines(kept, (note["id"] for note in notes), source):
-                file.write(line.encode("utf-8"))
-                progress.update(1)
-        code_into(file, coder, notes, options, args.batch_size, progress, report)
 
+def write_output(path: Path, coder, notes: Iterator[dict], options: dict, batch_size: int, progress,
+                 resume: bool, record: dict, report=None) -> None:
+    """The JSON lines of `notes` appended to `path.partial` (their report sections to `report`), renamed to
+    `path` when complete. With `resume`, the whole lines that a stopped run left (in the .partial, or a
+    finished `path`) are checked against the input and kept as they are; only the notes after them are coded."""
+    kept = resumable_lines(path, (note["id"] for note in notes), record) if resume else KeptLines()
+    progress.update(kept.count)
+    if kept.source == path:  # a finished output: complete, or of other notes
+        if next(notes, None) is None:
+            return
+        raise InputError(f"{path}: a finished output of {kept.count} notes, and the input has more; --resume continues "
+                         "a stopped run's .partial file. Code the input into another file.")
+    file = start(path, record, kept)
     try:
-        write_atomically(path, write)
-    except InputError:
-        if kept is not None:  # an output of other notes: left as it was
-            kept.replace(source)
-        raise
-    finally:  # otherwise the new .partial holds every kept line, and more
-        if kept is not None and kept.exists():
-            kept.unlink()
+        code_into(file, coder, notes, options, batch_size, progress, report)
+        finish(path, file)
+    except OSError as error:
+        raise InputError(f"{disk_message(error, partial_path(path))}: the notes coded before are kept there; fix "
+                         "that, then run the same command with --resume to continue.") from None
+    finally:
+        with contextlib.suppress(OSError):  # buffered bytes a full disk refused: a half line, cut on resume
+            file.close()
+
+
+def write_whole(path: Path, write) -> None:
+    """`path` written by `write(file)` through `path.partial`, renamed when complete; on any stop the
+    .partial is removed (an HTML report holds note text and cannot be resumed)."""
+    partial = partial_path(path)
+    try:
+        with open(partial, "wb") as file:
+            write(file)
+        partial.replace(path)
+    except OSError as error:
+        raise InputError(f"{disk_message(error, path)}: nothing was written there; fix that and run again.") from None
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def coding_options(args) -> dict:
@@ -313,26 +372,29 @@ def selection(args, coder) -> str:
     return f"codes with probability above {args.threshold or coder.model.config.threshold:.3f}"
 
 
-def code_in_one_process(coder, notes: Iterator[dict], total: int, args) -> None:
+def code_in_one_process(coder, notes: Iterator[dict], total: int, args, record: dict) -> None:
+    options = coding_options(args)
     with tqdm(total=total, unit="notes", file=sys.stderr, disable=args.quiet or not sys.stderr.isatty()) as progress:
 
         def write_codes(report=None):
             if args.output:
-                write_output(Path(args.output), coder, notes, args, progress, report)
+                write_output(Path(args.output), coder, notes, options, args.batch_size, progress, args.resume, record,
+                             report)
             else:
-                code_into(sys.stdout.buffer, coder, notes, coding_options(args), args.batch_size, progress, report)
+                code_into(sys.stdout.buffer, coder, notes, options, args.batch_size, progress, report)
 
         if not args.html:
             write_codes()
             return
         header = report_header(Path(args.model).name, total, selection(args, coder)).encode("utf-8")
 
-        def write_report(report):
-            report.write(header)
+        def write_report(file):
+            file.write(header)
+            report = Report(file)
             write_codes(report)
-            report.write(REPORT_FOOTER.encode("utf-8"))
+            report.close()
 
-        write_atomically(Path(args.html), write_report)
+        write_whole(Path(args.html), write_report)
 
 
 # --- sharding over the processes torchrun starts ----------------------------------------------------------
@@ -378,12 +440,13 @@ def check_sharding(args, shard: Shard) -> None:
                          "write the HTML report with one process.")
 
 
-def code_in_shards(coder, notes: Iterator[dict], total: int, args, shard: Shard) -> None:
+def code_in_shards(coder, notes: Iterator[dict], total: int, args, shard: Shard, record: dict) -> None:
     """Each rank codes its share into its own part file; rank 0 then interleaves the parts into --output,
     so the file is the one a single process writes."""
     share = len(range(shard.rank, total, shard.world_size))
     with tqdm(total=share, unit="notes", file=sys.stderr, disable=args.quiet or shard.rank or not sys.stderr.isatty()) as progress:
-        write_output(shard.part(Path(args.output)), coder, shard.notes(notes), args, progress)
+        write_output(shard.part(Path(args.output)), coder, shard.notes(notes), coding_options(args), args.batch_size,
+                     progress, args.resume, record)
     torch.distributed.barrier()
     if shard.rank == 0:
         parts = [Shard(rank, shard.world_size).part(Path(args.output)) for rank in range(shard.world_size)]
@@ -397,10 +460,22 @@ def code_in_shards(coder, notes: Iterator[dict], total: int, args, shard: Shard)
                 for reader in readers:
                     reader.close()
 
-        write_atomically(Path(args.output), interleave)
+        write_whole(Path(args.output), interleave)
         for part in parts:
             part.unlink()
     torch.distributed.barrier()
+
+
+def written_files(args, shard: Shard) -> list[Path]:
+    """The files this process writes: its part under torchrun, --output on rank 0, --html."""
+    output = [Path(args.output)] if args.output and shard.rank == 0 else []
+    part = [shard.part(Path(args.output))] if args.output and shard.world_size > 1 else []
+    return part + output + ([Path(args.html)] if args.html else [])
+
+
+def run_record(args, model_folder: Path) -> dict:
+    """What shapes the output: the checkpoint (its files' hash) and the coding options."""
+    return {"model": checkpoint_identity(model_folder), "options": coding_options(args)}
 
 
 # --- the command ------------------------------------------------------------------------------------------
@@ -438,25 +513,44 @@ def parse_arguments(argv):
 def main(argv: list[str] | None = None) -> None:
     args = parse_arguments(argv)
     shard = Shard.from_environment()
+    if args.quiet:
+        transformers.utils.logging.disable_progress_bar()
     try:
-        check_outputs(args)  # before the model loads: bad input fails fast, and nothing is lost
-        check_sharding(args, shard)
-        check_note_files(args.notes)
-        stdin_note = read_stdin_note(args.notes)
-        total = count_notes(args.notes, stdin_note)
-        coder = load_coder(args.model, shard.device(args.device))
-        if args.all_codes:
-            coder.candidate_ranker()  # the checkpoint carries candidates, or a clear error
-        coder([], **coding_options(args))  # checks the options (e.g. a threshold outside (0, 1)) before coding
-        notes = read_notes(args.notes, stdin_note)
-        if shard.world_size > 1:
-            torch.distributed.init_process_group("gloo")
-            code_in_shards(coder, notes, total, args, shard)
-            torch.distributed.destroy_process_group()
-        else:
-            code_in_one_process(coder, notes, total, args)
+        with contextlib.ExitStack() as locks:
+            code_notes(args, shard, locks)
     except ValueError as error:  # InputError and the pipeline's bad-argument errors
         sys.exit(f"msmn-code: error: {error}")
+    except KeyboardInterrupt:
+        kept = [partial_path(path) for path in written_files(args, shard) if partial_path(path).is_file()]
+        print("msmn-code: stopped" + (f"; the notes coded so far are kept in {kept[0]}: run the same command with "
+                                      "--resume to continue." if kept and args.output else "."), file=sys.stderr)
+        sys.exit(130)
+
+
+def code_notes(args, shard: Shard, locks: contextlib.ExitStack) -> None:
+    """Checks every input and output, locks the outputs, loads the model, and codes."""
+    check_outputs(args)  # before the model loads: bad input fails fast, and nothing is lost
+    check_sharding(args, shard)
+    for path in written_files(args, shard):
+        locks.enter_context(OutputLock(path))
+    if args.output and not args.resume:
+        for path in written_files(args, shard)[:-1 if args.html else None]:
+            check_no_stopped_run(path)
+    check_note_files(args.notes)
+    stdin_note = read_stdin_note(args.notes)
+    total = count_notes(args.notes, stdin_note)
+    coder = load_coder(args.model, shard.device(args.device))
+    if args.all_codes:
+        coder.candidate_ranker()  # the checkpoint carries candidates, or a clear error
+    coder([], **coding_options(args))  # checks the options (e.g. a threshold outside (0, 1)) before coding
+    record = run_record(args, Path(args.model)) if args.output else {}
+    notes = read_notes(args.notes, stdin_note)
+    if shard.world_size > 1:
+        torch.distributed.init_process_group("gloo")
+        code_in_shards(coder, notes, total, args, shard, record)
+        torch.distributed.destroy_process_group()
+    else:
+        code_in_one_process(coder, notes, total, args, record)
 
 
 if __name__ == "__main__":

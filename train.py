@@ -21,7 +21,9 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
+import textwrap
 from collections import Counter
 from dataclasses import dataclass, field, fields
 from fnmatch import fnmatch
@@ -156,6 +158,11 @@ class MSMNTrainingArguments(TrainingArguments):
         default=0,
         metadata={"help": "per training step, also score this many codes of --candidate_codes outside the label set, "
                           "drawn at random, as negatives of every note (their terms only: not with score_function=linear)"},
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "train into an --output_dir that already holds files (a trained model is replaced, and the "
+                          "earlier run's checkpoint-* folders are removed); without it, such a folder is refused"},
     )
 
     def __post_init__(self):
@@ -360,7 +367,13 @@ def chosen_preset(given: dict) -> dict:
 def parse_arguments(argv: list[str]) -> tuple[DataArguments, MSMNTrainingArguments]:
     """The preset's settings, then the given ones, from the command line or a JSON/YAML file; the
     config overrides add up (the preset's first)."""
-    parser = HfArgumentParser((DataArguments, MSMNTrainingArguments))
+    parser = HfArgumentParser((DataArguments, MSMNTrainingArguments), prog="train.py")
+    if {"-h", "--help"} & set(argv):
+        print(short_help())
+        sys.exit(0)
+    if "--help-trainer" in argv:
+        parser.print_help()
+        sys.exit(0)
     from_file = len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml"))
     if from_file:
         import yaml  # JSON is YAML
@@ -386,6 +399,42 @@ def parse_arguments(argv: list[str]) -> tuple[DataArguments, MSMNTrainingArgumen
         raise InputError(f"unknown arguments {unknown}; python train.py --help lists them.")
     data_args.config_overrides = overrides
     return data_args, training_args
+
+
+MSMN_TRAINING_ARGUMENTS = ["rdrop_alpha", "rdrop_kl", "sampled_negative_codes", "extra_negative_codes",
+                           "overwrite_output_dir"]
+
+
+def short_help() -> str:
+    """--help: train.py's own arguments and the Trainer defaults it changes; --help-trainer lists the Trainer's."""
+    parser = HfArgumentParser(DataArguments, prog="train.py", description=__doc__.split("\n\n")[0],
+                              usage="python train.py [--preset NAME] [arguments] | python train.py FILE.json")
+    own = parser.add_argument_group("training (train.py's own)")
+    names = {argument.name: argument for argument in fields(MSMNTrainingArguments)}
+    for name in MSMN_TRAINING_ARGUMENTS:
+        kind = {"action": "store_true"} if isinstance(names[name].default, bool) else {"metavar": name.upper()}
+        own.add_argument(f"--{name}", default=names[name].default, help=names[name].metadata["help"] + " (default: %(default)s)",
+                         **kind)
+    changed = ", ".join(f"--{argument.name} {argument.default}" for argument in fields(MSMNTrainingArguments)
+                        if argument.name not in MSMN_TRAINING_ARGUMENTS
+                        and argument.default != getattr(TrainingArguments, argument.name, argument.default))
+    trainer = (f"The Trainer's own arguments (transformers.TrainingArguments: --output_dir, --seed, --num_train_epochs, "
+               f"...) are accepted too; train.py's defaults for them: {changed}. python train.py --help-trainer lists them all.")
+    return parser.format_help() + "\n" + textwrap.fill(trainer, width=100) + "\n"
+
+
+def check_output_dir(output_dir: str, overwrite: bool, resuming: bool, is_main_process: bool) -> None:
+    """An --output_dir that holds files is refused, unless --overwrite_output_dir (its checkpoint-* folders then
+    go) or --resume_from_checkpoint."""
+    folder = Path(output_dir)
+    if resuming or not folder.is_dir() or not any(folder.iterdir()):
+        return
+    if not overwrite:
+        raise InputError(f"--output_dir {folder}: holds files already (an earlier run?). Give another --output_dir, or "
+                         "--overwrite_output_dir to replace what is there.")
+    if is_main_process:
+        for checkpoint in folder.glob("checkpoint-*"):
+            shutil.rmtree(checkpoint)
 
 
 def model_config(overrides: str | None, **settings) -> MSMNConfig:
@@ -417,6 +466,8 @@ def setup(argv: list[str]) -> tuple[DataArguments, MSMNTrainingArguments]:
             "--bf16: this CPU has no bfloat16 arithmetic (AVX512-BF16 or AMX): oneDNN cannot run the LSTM under "
             "bf16 autocast, and bf16 matrix products run far slower than float32 here. Train without --bf16."
         )
+    check_output_dir(training_args.output_dir, training_args.overwrite_output_dir,
+                     training_args.resume_from_checkpoint is not None, training_args.process_index == 0)
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
     logging.getLogger("gensim").setLevel(logging.WARNING)
     set_seed(training_args.seed)
@@ -485,6 +536,7 @@ def build_model(data_args: DataArguments, training_args: MSMNTrainingArguments, 
         data_args.config_overrides, vocab_size=len(vocab), pad_token_id=tokenizer.pad_token_id,
         id2label=dict(enumerate(data.codes)), code_terms=terms,
         code_descriptions=[data.code_terms[code][0] for code in data.codes],
+        training_note_words=note_word_counts(tokenizer, train_texts),
     )
     model = MSMNForSequenceClassification(config, code_term_ids=term_ids)
     word2vec_texts = list(train_texts) + (data.unlabelled_texts if data_args.word2vec_unlabelled_texts else [])
@@ -495,6 +547,13 @@ def build_model(data_args: DataArguments, training_args: MSMNTrainingArguments, 
     vectors = word2vec_vectors(data_args, tokenizer, word2vec_texts, config.embedding_dim, training_args.seed)
     model.set_word_embeddings(embedding_matrix(vectors, vocab, config.embedding_dim, training_args.seed))
     return tokenizer, model
+
+
+def note_word_counts(tokenizer, texts) -> dict[str, int]:
+    """The 1st percentile and the median of the training notes' words: the pipeline flags a note shorter than
+    99% of them."""
+    counts = [len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+    return {"p1": int(np.percentile(counts, 1)), "median": int(np.median(counts))}
 
 
 def encode_splits(data, tokenizer, config: MSMNConfig):

@@ -111,12 +111,12 @@ def read_json_lines(path: Path, expected: str) -> Iterator[tuple[int, dict]]:
         raise InputError(f"{path}: no such file (expected JSON lines of {expected}).")
     opener = gzip.open if path.suffix.lower() == ".gz" else open
     try:
-        with opener(path, "rt", encoding="utf-8") as lines:
+        with opener(path, "rt", encoding="utf-8-sig") as lines:  # a byte-order mark is no part of the first line
             for line_number, line in enumerate(lines, start=1):
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(line)
+                    record = json.loads(line, parse_constant=refuse_constant)
                 except json.JSONDecodeError as error:
                     raise InputError(
                         f"{path}, line {line_number}: not valid JSON ({error.msg}, column {error.colno})."
@@ -128,6 +128,11 @@ def read_json_lines(path: Path, expected: str) -> Iterator[tuple[int, dict]]:
         raise InputError(f"{path}: not UTF-8 text; convert it (e.g. iconv -t utf-8).") from None
     except (EOFError, gzip.BadGzipFile, zlib.error) as error:
         raise InputError(f"{path}: the gzip stream is cut short or corrupt ({type(error).__name__}).") from None
+
+
+def refuse_constant(name: str):
+    """NaN and Infinity, which Python's json reads but JSON does not have."""
+    raise json.JSONDecodeError(f"{name} is not a JSON value", name, 0)
 
 
 def unique_keys(path: Path, pairs: list[tuple]) -> dict:

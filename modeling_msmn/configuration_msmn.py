@@ -46,6 +46,10 @@ class MSMNConfig(PreTrainedConfig):
             `code_term_ids` buffer (their token ids, saved with the weights).
         code_descriptions: one description per code, in label order.
         threshold: decision threshold on the sigmoid probability (tuned on dev by training).
+        vocabulary_sha256: SHA-256 of the tokenizer's words in id order, saved with the checkpoint: a
+            tokenizer.json of another checkpoint is refused (None in checkpoints saved before it).
+        training_note_words: words of the training notes — {"p1": 1st percentile, "median": ...}; a
+            note with fewer words than the 1st percentile is flagged short (None: not recorded).
     """
 
     model_type = "msmn"
@@ -68,6 +72,8 @@ class MSMNConfig(PreTrainedConfig):
     code_terms: list[list[str]] | None = None
     code_descriptions: list[str] | None = None
     threshold: float = 0.5
+    vocabulary_sha256: str | None = None
+    training_note_words: dict[str, int] | None = None
 
     def __post_init__(self, **kwargs):
         if self.problem_type is None:
@@ -88,6 +94,9 @@ class MSMNConfig(PreTrainedConfig):
         for name in sizes:
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"MSMNConfig: {name} ({getattr(self, name)!r}) must be a positive integer.")
+        for name in ("embedding_dropout", "lstm_dropout", "representation_dropout", "threshold"):
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), (int, float)):
+                raise ValueError(f"MSMNConfig: {name} ({getattr(self, name)!r}) must be a number.")
         for name in ("embedding_dropout", "lstm_dropout", "representation_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"MSMNConfig: {name} ({getattr(self, name)}) is a probability, in [0, 1).")

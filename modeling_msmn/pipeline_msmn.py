@@ -30,6 +30,7 @@ from transformers import Pipeline
 from transformers.utils import cached_file
 
 from .ranking_msmn import CANDIDATE_TENSORS_FILE, CANDIDATES_FILE, CandidateRanker
+from .tokenization_msmn import vocabulary_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +66,20 @@ def evidence_spans(token_weights: np.ndarray, num_spans: int, max_span_tokens: i
     return spans
 
 
+def check_vocabulary(config, tokenizer) -> None:
+    """The tokenizer is the one the model was trained with: as many words, the same words (where the
+    config records their hash), or a clear error."""
+    fix = "tokenizer.json and config.json come from different checkpoints; copy the whole folder that train.py wrote."
+    if len(tokenizer) != config.vocab_size:
+        raise ValueError(f"The tokenizer has {len(tokenizer):,} words and the model's embedding {config.vocab_size:,}: {fix}")
+    if getattr(config, "vocabulary_sha256", None) is None:
+        if config.name_or_path:  # loaded from a folder, not built in this process
+            logger.warning("This checkpoint records no hash of its vocabulary (saved before checkpoints kept one): "
+                           "only the tokenizer's size could be checked against the model.")
+    elif vocabulary_sha256(tokenizer) != config.vocabulary_sha256:
+        raise ValueError(f"The tokenizer's words are not those the model was trained with (their hash differs): {fix}")
+
+
 class ICDCodingPipeline(Pipeline):
     """ICD codes for clinical notes, with code descriptions, probabilities and evidence spans.
 
@@ -88,7 +103,10 @@ class ICDCodingPipeline(Pipeline):
         min_evidence_weight: spans with a smaller share of the code's attention are left out (default 0.01).
         note_info: return, per note, {"codes": [the predictions], "note_words": the note's words,
             "coded_characters": how many of its characters the model read (all but what lies past the
-            first max_note_tokens words)} instead of the predictions alone.
+            first max_note_tokens words), "short_note": whether it has fewer words than 99% of the
+            training notes (None where the checkpoint does not record them)} instead of the predictions
+            alone. A model reads a note much shorter than those it learnt from (a few keywords) with
+            less certainty than its probabilities suggest: review such a note's codes closely.
         batch_size: notes per forward pass (a `Pipeline` argument).
     """
 
@@ -101,7 +119,13 @@ class ICDCodingPipeline(Pipeline):
             )
         if tokenizer is None:
             raise ValueError("The icd-coding pipeline needs the MSMN tokenizer saved next to the model.")
+        check_vocabulary(model.config, tokenizer)
         super().__init__(model, tokenizer=tokenizer, **kwargs)
+
+    def save_pretrained(self, save_directory, **kwargs):
+        """Saves the model, its tokenizer and the code; the config records the hash of the tokenizer's words."""
+        self.model.config.vocabulary_sha256 = vocabulary_sha256(self.tokenizer)
+        super().save_pretrained(save_directory, **kwargs)
 
     def __call__(self, notes, **kwargs):
         if isinstance(notes, list) and not notes:  # no notes, no predictions (the arguments are still checked)
@@ -120,15 +144,19 @@ class ICDCodingPipeline(Pipeline):
                 raise ValueError(f"{name} must be a {kind} integer, got {value!r}.")
         if candidates not in (None, "all"):
             raise ValueError(f"candidates must be 'all' (every candidate code the checkpoint carries), got {candidates!r}.")
+        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
+            raise ValueError(f"threshold must be a number, got {threshold!r}.")
         if threshold is not None and candidates != "all" and not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold is a probability strictly between 0 and 1, got {threshold!r} (with "
                              "candidates='all', a threshold on the score).")
         if operating_point is not None:
             self.candidate_ranker().point(operating_point)
+        if isinstance(codes, str):
+            raise ValueError(f"codes must be a list of codes, e.g. codes=[{codes!r}], got the string {codes!r}.")
         if codes is not None:
-            unknown = [codes] if isinstance(codes, str) else [c for c in codes if c not in self.model.config.label2id]
+            unknown = [code for code in codes if code not in self.model.config.label2id]
             has_candidates = bool(unknown) and self.has_candidates()
-            if has_candidates and not isinstance(codes, str):  # codes beyond the label set: the candidates'
+            if has_candidates:  # codes beyond the label set: the candidates'
                 unknown = [code for code in unknown if code not in self.candidate_index()]
             if unknown:
                 raise ValueError(f"codes must be a list of the model's codes; not among them: {unknown[:5]!r}"
@@ -201,7 +229,13 @@ class ICDCodingPipeline(Pipeline):
         input_ids = torch.tensor([encoding["input_ids"][:max_tokens]], dtype=torch.long)
         offsets = torch.tensor(encoding["offset_mapping"][:max_tokens], dtype=torch.long).view(1, -1, 2)
         return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "offsets": offsets, "note": note,
-                "note_words": num_tokens, "coded_characters": cut_at}
+                "note_words": num_tokens, "coded_characters": cut_at, "short_note": self.is_short(num_tokens)}
+
+    def is_short(self, num_words: int) -> bool | None:
+        """Whether a note of `num_words` words is shorter than 99% of the notes the model was trained on
+        (None where the checkpoint does not record their length): its codes deserve a closer look."""
+        trained_on = getattr(self.model.config, "training_note_words", None)
+        return None if not trained_on else num_words < trained_on["p1"]
 
     def _forward(self, model_inputs, top_k=None, threshold=None, codes=None, candidates=None, operating_point=None):
         input_ids, attention_mask = model_inputs["input_ids"], model_inputs["attention_mask"]
@@ -242,6 +276,7 @@ class ICDCodingPipeline(Pipeline):
             "note": model_inputs["note"],
             "note_words": model_inputs["note_words"],
             "coded_characters": model_inputs["coded_characters"],
+            "short_note": model_inputs["short_note"],
         }
 
     def _label_set_scores(self, input_ids, attention_mask, codes) -> dict:
@@ -316,7 +351,8 @@ class ICDCodingPipeline(Pipeline):
             predictions.append({**prediction, "probability": probability, "synonym": synonym, "evidence": evidence})
         if note_info:  # how much of the note the model read, beside its codes
             return {"codes": predictions, "note_words": int(model_outputs["note_words"]),
-                    "coded_characters": int(model_outputs["coded_characters"])}
+                    "coded_characters": int(model_outputs["coded_characters"]),
+                    "short_note": model_outputs["short_note"]}
         return predictions
 
     def _code_entry(self, code_index: int, synonym: int) -> tuple[str, str | None, str | None]:

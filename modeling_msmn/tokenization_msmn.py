@@ -17,6 +17,7 @@ and returns offsets into the original text:
 """
 
 import functools
+import hashlib
 import random
 import re
 import sys
@@ -112,6 +113,12 @@ def build_tokenizer(
         model_input_names=["input_ids", "attention_mask"],
         split_special_tokens=True,
     )
+
+
+def vocabulary_sha256(tokenizer: PreTrainedTokenizerFast) -> str:
+    """SHA-256 of the tokenizer's words in id order (one per line): what the embedding rows mean."""
+    words = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    return hashlib.sha256("\n".join(words).encode("utf-8")).hexdigest()
 
 
 @functools.cache

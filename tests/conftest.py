@@ -62,6 +62,14 @@ def tokenizer():
 
 
 @pytest.fixture
+def small_checkpoint(tokenizer, tmp_path):
+    """An untrained MSMN checkpoint folder: serving and coding at scale need no quality, only a real folder."""
+    folder = tmp_path / "checkpoint"
+    modeling_msmn.ICDCodingPipeline(model=make_model(tokenizer), tokenizer=tokenizer, task="icd-coding").save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
 def corpus(tmp_path):
     """The synthetic corpus's files (splits and code terms) in a temporary folder."""
     return write_corpus(tmp_path)

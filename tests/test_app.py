@@ -42,14 +42,16 @@ def prediction(code, probability, start=0):
 def test_review_keeps_decisions_and_added_codes_across_thresholds():
     review = msmn_app.Review(note="a note")
     review.suggest([prediction("A01", 0.9), prediction("B02", 0.7), prediction("C03", 0.6)])
-    assert review.selected == "A01" and all(code["accepted"] and not code["added"] for code in review.codes)
+    # a suggestion is not a decision: every code starts undecided
+    assert review.selected == "A01" and all(code["accepted"] is None and not code["added"] for code in review.codes)
+    review.decide(accepted=True)
     review.selected = "B02"
     review.decide(accepted=False)
     review.add(prediction("D04", 0.1))
     assert review.selected == "D04"
     assert [row[0::4] for row in review.table()] == [
-        ["A01", "accepted"], ["B02", "rejected"], ["C03", "accepted"], ["D04", "added"]]
-    # a higher threshold drops C03; the rejection of B02 and the added D04 stay, D04 last
+        ["A01", "accepted"], ["B02", "rejected"], ["C03", "suggested"], ["D04", "added"]]
+    # a higher threshold drops C03; the acceptance of A01, the rejection of B02 and the added D04 stay, D04 last
     review.suggest([prediction("A01", 0.9), prediction("B02", 0.7)])
     assert [(code["code"], code["accepted"], code["added"]) for code in review.codes] == [
         ("A01", True, False), ("B02", False, False), ("D04", True, True)]
@@ -75,14 +77,14 @@ def test_export_as_json_and_csv():
     review.selected = "B02"
     review.decide(accepted=False)
     review.add({**prediction("C03", 0.125), "description": 'with "quotes", commas'})
-    expected = [
-        {"code": "A01", "description": "A01 description", "probability": 0.9, "accepted": True, "added": False},
+    expected = [  # A01 left undecided
+        {"code": "A01", "description": "A01 description", "probability": 0.9, "accepted": None, "added": False},
         {"code": "B02", "description": "B02 description", "probability": 0.25, "accepted": False, "added": False},
         {"code": "C03", "description": 'with "quotes", commas', "probability": 0.125, "accepted": True, "added": True},
     ]
     assert json.loads(msmn_app.export_json(review)) == {"codes": expected}
     rows = list(csv.DictReader(io.StringIO(msmn_app.export_csv(review))))
-    assert rows == [{key: str(value) for key, value in record.items()} for record in expected]
+    assert rows == [{key: "" if value is None else str(value) for key, value in record.items()} for record in expected]
 
 
 def test_code_search_by_code_and_by_words_of_the_terms():
@@ -162,14 +164,6 @@ def test_a_note_over_the_size_limit_is_refused_with_a_message():
         msmn_app.check_note("fever " * 10 + "x", max_chars=60)
 
 
-@pytest.fixture
-def small_checkpoint(tokenizer, tmp_path):
-    """An untrained MSMN checkpoint folder (the app serves it as any other)."""
-    folder = tmp_path / "checkpoint"
-    ICDCodingPipeline(model=make_model(tokenizer), tokenizer=tokenizer, task="icd-coding").save_pretrained(folder)
-    return folder
-
-
 def upload_note(url: str, text: str, cookie: str | None = None) -> int:
     """Uploads a .txt note as the page's upload button does; the HTTP status."""
     body = (b'--b\r\nContent-Disposition: form-data; name="files"; filename="note.txt"\r\n'
@@ -191,7 +185,7 @@ def test_sigterm_removes_every_file_of_the_app(small_checkpoint, tmp_path):
         assert upload_note(url, "patient with pneumonia and fever") == 200
         [app_folder] = temporary.iterdir()  # one folder of the app holds everything
         assert app_folder.name.startswith("msmn-app-")
-        uploaded = [path for path in app_folder.rglob("*") if path.is_file()]
+        uploaded = [path for path in app_folder.rglob("*") if path.is_file() and path.name != "lock"]
         assert [path.read_text() for path in uploaded] == ["patient with pneumonia and fever"]
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
@@ -359,7 +353,7 @@ def test_review_a_note_in_the_browser(app, browser, tmp_path):
     shown = {row[0]: row for row in rows}
     # the planted codes, as the pipeline codes them (its probabilities to the shown 3 decimals, within a
     # rounding step: the server runs on 1 thread, this process on its own count)
-    assert {"J18.9", "R50.9"} <= set(shown) and all(row[4] == "accepted" for row in rows)
+    assert {"J18.9", "R50.9"} <= set(shown) and all(row[4] == "suggested" for row in rows)  # none decided yet
     for code in {"J18.9", "R50.9"}:
         assert shown[code][1] == SIGNALS[code][0][0] and shown[code][3] == expected[code]["synonym"]
         assert abs(float(shown[code][2]) - expected[code]["probability"]) <= 1.5e-3
@@ -375,7 +369,9 @@ def test_review_a_note_in_the_browser(app, browser, tmp_path):
     assert [m["intensity"] for m in marks] == pytest.approx([e["weight"] / strongest for e in evidence], abs=2e-3)
     page.screenshot(path=tmp_path / "review.png", full_page=True)
 
-    # reject one, add one by description, export
+    # accept one, reject one, add one by description, export
+    page.click("#accept-button")
+    wait_for_review(page, "R50.9", "accepted")
     select_code(page, "J18.9")
     page.click("#reject-button")
     wait_for_review(page, "J18.9", "rejected")
@@ -394,14 +390,16 @@ def test_review_a_note_in_the_browser(app, browser, tmp_path):
     assert abs(by_code["R50.9"]["probability"] - expected["R50.9"]["probability"]) <= 1e-4
     exported_csv = list(csv.DictReader(io.StringIO(download(page, "#export-csv"))))
     assert [(row["code"], row["accepted"], row["added"]) for row in exported_csv] == [
-        (record["code"], str(record["accepted"]), str(record["added"])) for record in exported]
+        (record["code"], "" if record["accepted"] is None else str(record["accepted"]), str(record["added"]))
+        for record in exported]
 
     # top k (every code) re-codes the note and keeps the coder's decisions: J18.9 rejected, N39.0 added
     page.fill("#top-k input", "5")
     page.press("#top-k input", "Enter")
     page.wait_for_function("() => document.querySelectorAll('#codes .virtual-row').length === 5")
     review = {row[0]: row[4] for row in table_rows(page)}
-    assert review == {**{code: "accepted" for code in SIGNALS}, "J18.9": "rejected", "N39.0": "added"}
+    assert review == {**{code: "suggested" for code in SIGNALS}, "R50.9": "accepted", "J18.9": "rejected",
+                      "N39.0": "added"}
     assert page.requested_hosts == {urllib.parse.urlsplit(url).netloc}
     page.close()
     server_log = log.read_text()

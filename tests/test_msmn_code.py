@@ -121,14 +121,6 @@ def test_damaged_checkpoint_folders_get_clear_errors(tokenizer, tmp_path, monkey
         msmn_code.main(["whole", "note.txt", "--device", "gpu0"])
 
 
-@pytest.fixture
-def small_checkpoint(tokenizer, tmp_path):
-    """An untrained MSMN checkpoint folder: coding at scale needs no quality, only the same lines."""
-    folder = tmp_path / "checkpoint"
-    ICDCodingPipeline(model=make_model(tokenizer), tokenizer=tokenizer, task="icd-coding").save_pretrained(folder)
-    return folder
-
-
 def write_notes(path, count):
     notes = [{"id": f"n{index}", "text": note["text"]} for index, note in enumerate(synthetic_notes(count, seed=5))]
     path.write_text("".join(json.dumps(note) + "\n" for note in notes), encoding="utf-8")
@@ -205,35 +197,38 @@ def test_torchrun_processes_write_the_file_one_process_writes(small_checkpoint, 
 
 
 class MarkedSpans(HTMLParser):
-    """Per code section of the rendered page: the note text and its <mark> spans, as the DOM holds them."""
+    """Per note of the rendered report: its codes, its text as displayed and, per code index, each evidence
+    rank's span (offset into the displayed text, the text), from the <mark>s as the DOM holds them."""
 
     def __init__(self):
         super().__init__()
-        self.sections, self.code, self.in_text, self.mark = [], None, False, None
+        self.notes, self.in_text, self.mark = [], False, None
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
-        if tag == "details":
-            self.code = attrs["data-code"]
-            self.sections.append({"code": self.code, "text": "", "marks": []})
+        if tag == "section":
+            self.notes.append({"codes": [], "text": "", "spans": {}})
+        elif tag == "label" and attrs.get("class") == "code":
+            self.notes[-1]["codes"].append(attrs["data-code"])
         elif tag == "div" and attrs.get("class") == "note-text":
             self.in_text = True
         elif tag == "mark" and self.in_text:
-            self.mark = {"start": int(attrs["data-start"]), "end": int(attrs["data-end"]), "text": "",
-                         "offset": len(self.sections[-1]["text"])}
+            self.mark = [tuple(map(int, item.split(":"))) for item in attrs["data-codes"].split()]
 
     def handle_endtag(self, tag):
         if tag == "div":
             self.in_text = False
-        elif tag == "mark" and self.mark is not None:
-            self.sections[-1]["marks"].append(self.mark)
+        elif tag == "mark":
             self.mark = None
 
     def handle_data(self, data):
-        if self.in_text:
-            self.sections[-1]["text"] += data
-            if self.mark is not None:
-                self.mark["text"] += data
+        if not self.in_text:
+            return
+        note = self.notes[-1]
+        for code_rank in self.mark or []:  # a span is the run of marks that carry its code and rank
+            offset, text = note["spans"].get(code_rank, (len(note["text"]), ""))
+            note["spans"][code_rank] = (offset, text + data)
+        note["text"] += data
 
 
 def test_html_report_shows_the_evidence_in_chromium(synthetic_checkpoint, notes_folder):
@@ -252,18 +247,18 @@ def test_html_report_shows_the_evidence_in_chromium(synthetic_checkpoint, notes_
     assert rendered.returncode == 0 and "<mark" in rendered.stdout, rendered.stderr[-2000:]
     page = MarkedSpans()
     page.feed(rendered.stdout)
-    expected = [(note, code) for note, line in zip(notes, map(json.loads, (folder / "report.jsonl").open(encoding="utf-8")))
-                for code in line["codes"]]
-    assert len(page.sections) == len(expected) > 0
-    for section, (note, code) in zip(page.sections, expected):
-        assert section["code"] == code["code"]
-        assert section["text"] == note["text"].replace("\r\n", "\n")  # the whole note (HTML turns CR LF into LF)
-        marks = sorted(code["evidence"], key=lambda span: span["start"])
-        assert [(m["start"], m["end"], m["text"]) for m in section["marks"]] == [
-            (span["start"], span["end"], span["text"].replace("\r\n", "\n")) for span in marks]
-        for mark in section["marks"]:  # each mark sits where its offsets say, in the displayed note
-            shown = note["text"][: mark["start"]].replace("\r\n", "\n")
-            assert mark["offset"] == len(shown)
+    lines = [json.loads(line) for line in (folder / "report.jsonl").open(encoding="utf-8")]
+    assert len(page.notes) == len(notes) and any(line["codes"] for line in lines)
+    for shown, note, line in zip(page.notes, notes, lines):
+        assert shown["codes"] == [code["code"] for code in line["codes"]]
+        assert shown["text"] == (note["text"].replace("\r\n", "\n") if line["codes"] else "")  # the note, once
+        expected = {(index, rank): (len(note["text"][: span["start"]].replace("\r\n", "\n")),
+                                    span["text"].replace("\r\n", "\n"))
+                    for index, code in enumerate(line["codes"]) for rank, span in enumerate(code["evidence"], start=1)}
+        assert shown["spans"] == expected  # each span where its offsets say, in the displayed note
+    report = (folder / "report.html").read_text(encoding="utf-8")
+    most_codes = max(len(line["codes"]) for line in lines)
+    assert f"input.c{most_codes - 1}:checked" in report and f"input.c{most_codes}:" not in report
 
 
 def test_all_codes_ranks_the_candidates_the_checkpoint_carries(ranked_checkpoint, small_checkpoint, tmp_path,
