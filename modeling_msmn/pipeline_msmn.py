@@ -23,9 +23,11 @@ weights do not change).
 """
 
 import logging
+import re
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from transformers import Pipeline
 from transformers.utils import cached_file
 
@@ -35,6 +37,10 @@ from .tokenization_msmn import vocabulary_sha256
 logger = logging.getLogger(__name__)
 
 EVIDENCE_CODES_PER_CALL = 256
+LENGTH_BUCKET = 64  # notes are padded to a multiple of this many tokens
+# Characters whose words the tokenizer (the authors' rules: no Unicode folding) cannot find in a vocabulary
+# of ordinary text: full-width forms (U+FF01-FF5E) and Latin ligatures (U+FB00-FB06).
+FULL_WIDTH_OR_LIGATURE = re.compile("[\uff01-\uff5e\ufb00-\ufb06]")
 
 
 def evidence_spans(token_weights: np.ndarray, num_spans: int, max_span_tokens: int) -> list[tuple[int, int]]:
@@ -226,9 +232,22 @@ class ICDCodingPipeline(Pipeline):
                 "A note has %d tokens; MSMN reads the first %d, as in training: %d tokens (characters %d to %d) "
                 "were cut and are not coded.", num_tokens, max_tokens, num_tokens - max_tokens, cut_at, len(note),
             )
+        width_forms = 0 if note.isascii() else len(FULL_WIDTH_OR_LIGATURE.findall(note))
+        if width_forms:
+            logger.warning(
+                "A note holds %d full-width letters or digits or Latin ligatures (e.g. \uff26\uff45\uff56\uff45\uff52, "
+                "\ufb01): MSMN reads their words as unknown words. Convert the text to NFKC before coding it "
+                "(unicodedata.normalize('NFKC', text)).", width_forms,
+            )
         input_ids = torch.tensor([encoding["input_ids"][:max_tokens]], dtype=torch.long)
         offsets = torch.tensor(encoding["offset_mapping"][:max_tokens], dtype=torch.long).view(1, -1, 2)
-        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "offsets": offsets, "note": note,
+        # padded (masked) to a multiple of LENGTH_BUCKET: oneDNN keeps a kernel per input shape, so a server
+        # coding notes of every length would otherwise grow by one kernel per length
+        padding = -input_ids.shape[1] % LENGTH_BUCKET
+        attention_mask = F.pad(torch.ones_like(input_ids), (0, padding))
+        input_ids = F.pad(input_ids, (0, padding), value=self.model.config.pad_token_id)
+        offsets = F.pad(offsets, (0, 0, 0, padding))
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "offsets": offsets, "note": note,
                 "note_words": num_tokens, "coded_characters": cut_at, "short_note": self.is_short(num_tokens)}
 
     def is_short(self, num_words: int) -> bool | None:

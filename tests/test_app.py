@@ -214,6 +214,87 @@ def test_login_is_asked_for(small_checkpoint, tmp_path):
     assert "s3cret" not in (tmp_path / "server.log").read_text()
 
 
+def log_in(url: str, user: str, password: str) -> str | None:
+    """The session cookie of a login, or None when it is refused."""
+    login = urllib.parse.urlencode({"username": user, "password": password}).encode()
+    try:
+        with urllib.request.urlopen(url + "login", data=login, timeout=30) as response:
+            return "; ".join(value.split(";")[0] for value in response.headers.get_all("Set-Cookie"))
+    except urllib.error.HTTPError:
+        return None
+
+
+def test_failed_logins_are_slowed_and_api_errors_keep_notes_out_of_the_log(small_checkpoint, tmp_path):
+    (tmp_path / "logins").write_text("coder:s3cret\n")
+    process, url = start_app(str(small_checkpoint), tmp_path / "server.log", options=["--auth-file", str(tmp_path / "logins")])
+    try:
+        for attempt in range(5):  # the fifth failure in a row locks the user and the address for 2 s
+            assert log_in(url, "coder", f"guess-{attempt}") is None
+        assert log_in(url, "coder", "s3cret") is None  # the right password, refused while locked (4 s now)
+        time.sleep(4.5)
+        cookie = log_in(url, "coder", "s3cret")
+        assert cookie is not None
+        # a malformed API call (the note without the other inputs): Gradio's error quotes its inputs
+        request = urllib.request.Request(url + "gradio_api/call/code_note", method="POST",
+                                         data=json.dumps({"data": ["PATIENT JOHN DOE MRN 4417"]}).encode(),
+                                         headers={"Content-Type": "application/json", "Cookie": cookie})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            event = json.loads(response.read())["event_id"]
+        result = urllib.request.Request(url + f"gradio_api/call/code_note/{event}", headers={"Cookie": cookie})
+        with urllib.request.urlopen(result, timeout=60) as response:
+            assert "event: error" in response.read().decode()
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    log = (tmp_path / "server.log").read_text()
+    assert "msmn-app: failed login for user 'coder' from 127.0.0.1: wrong user or password" in log
+    assert "msmn-app: failed login for user 'coder' from 127.0.0.1: refused for 2 s more" in log
+    assert "guess-" not in log and "s3cret" not in log
+    assert "msmn-app: a request failed: ValueError" in log and "JOHN DOE" not in log and "Traceback" not in log
+    assert "share=True" not in log  # no hint to publish a patient-data app
+
+
+def test_a_killed_app_leaves_nothing_after_the_next_start(small_checkpoint, tmp_path):
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    killed, url = start_app(str(small_checkpoint), tmp_path / "killed.log", environment={"TMPDIR": str(temporary)})
+    assert upload_note(url, "patient with pneumonia and fever") == 200
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    [left] = temporary.iterdir()  # SIGKILL runs no clean-up: the uploaded note stays ...
+    process, url = start_app(str(small_checkpoint), tmp_path / "server.log", environment={"TMPDIR": str(temporary)})
+    try:
+        assert not left.exists() and len(list(temporary.iterdir())) == 1  # ... until the next app starts
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    assert list(temporary.iterdir()) == []
+
+
+def test_a_port_in_use_is_a_clear_error(small_checkpoint, tmp_path):
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        result = run([MSMN_APP, str(small_checkpoint), "--port", str(listener.getsockname()[1])], tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "cannot serve there" in result.stderr and "give another --port" in result.stderr
+
+
+def test_exports_are_replaced_not_piled_up(small_checkpoint, tmp_path):
+    import gradio
+
+    coder = msmn_app.load_coder(str(small_checkpoint), None)
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    events = msmn_app.ReviewEvents(gradio, coder, exports, max_note_chars=1000)
+    review = msmn_app.Review()
+    for count in range(1, 21):
+        review = events.code_note("fever and pneumonia " * count, 0.01, 0, False, review)[0]
+    assert sorted(path.name for path in exports.rglob("*") if path.is_file()) == ["codes.csv", "codes.json"]
+    other = events.code_note("another session's note", 0.01, 0, False, msmn_app.Review())[0]
+    assert other.session != review.session and len(list(exports.iterdir())) == 2
+
+
 # --- the page in a browser -----------------------------------------------------------------------------
 
 

@@ -11,7 +11,7 @@ from conftest import CODES, NOTES, make_model
 from synthetic_corpus import ROOT, SIGNALS, evidence_hits, run, synthetic_notes
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification, pipeline
 
-from modeling_msmn import split_words
+from modeling_msmn import ICDCodingPipeline, split_words
 from modeling_msmn.pipeline_msmn import evidence_spans
 
 UNUSUAL_NOTE = (
@@ -247,3 +247,28 @@ def test_asked_codes_come_with_their_evidence(tokenizer):
     assert coder("", codes=asked) == []  # a note without words gets no codes
     with pytest.raises(ValueError, match=r"codes must be a list of the model's codes; not among them: \['Z99.9'\]"):
         coder(notes[0], codes=["Z99.9", CODES[0]])
+
+
+def test_short_notes_and_full_width_text_are_flagged(tokenizer, tmp_path, monkeypatch, caplog):
+    model = make_model(tokenizer, training_note_words={"p1": 5, "median": 12}).eval()
+    coder = ICDCodingPipeline(model=model, tokenizer=tokenizer, task="icd-coding")
+    assert coder("fever", note_info=True)["short_note"] is True  # fewer words than 99% of the training notes
+    assert coder("fever and cough with pneumonia today", note_info=True)["short_note"] is False
+    unrecorded = ICDCodingPipeline(model=make_model(tokenizer).eval(), tokenizer=tokenizer, task="icd-coding")
+    assert unrecorded("fever", note_info=True)["short_note"] is None  # a checkpoint that does not record it
+    with caplog.at_level(logging.WARNING):
+        coder("\uff26\uff45\uff56\uff45\uff52 and \ufb01brosis")
+    assert "holds 6 full-width letters or digits or Latin ligatures" in caplog.text
+
+    import msmn_app
+    import msmn_code
+
+    _, warning = msmn_app.suggestions(coder, "fever", 0.5, None)
+    assert warning.startswith("**A short note** (1 words, fewer than 99% of the notes the model was trained on)")
+    coder.save_pretrained(tmp_path / "model")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.jsonl").write_text('{"id": "a", "text": "fever"}\n{"id": "b", "text": "fever and cough with pneumonia"}\n')
+    msmn_code.main([str(tmp_path / "model"), "notes.jsonl", "--top-k", "1", "--output", "codes.jsonl", "--html", "report.html"])
+    lines = [json.loads(line) for line in (tmp_path / "codes.jsonl").read_text().splitlines()]
+    assert [line.get("short_note") for line in lines] == [True, None]
+    assert (tmp_path / "report.html").read_text().count('<p class="short">A short note') == 1

@@ -217,6 +217,29 @@ def test_same_command_and_seed_train_the_same_model(corpus, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_used_output_dir_is_refused_unless_overwritten_and_the_notes_length_is_recorded(corpus):
+    quick = [*FILES, "--output_dir", "out", "--num_train_epochs", "1", *TINY_MODEL, "--word2vec_epochs", "1"]
+    assert run_train(*quick, cwd=corpus).returncode == 0
+    weights = (corpus / "out" / "model.safetensors").read_bytes()
+    [earlier_checkpoint] = (corpus / "out").glob("checkpoint-*")
+    refused = run_train(*quick, "--seed", "1", cwd=corpus)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "--output_dir out: holds files already (an earlier run?)" in refused.stderr
+    assert "--overwrite_output_dir to replace what is there" in refused.stderr
+    assert (corpus / "out" / "model.safetensors").read_bytes() == weights
+    replaced = run_train(*quick, "--seed", "1", "--overwrite_output_dir", "--save_strategy", "no",
+                         "--load_best_model_at_end", "false", cwd=corpus)
+    assert replaced.returncode == 0, replaced.stderr[-3000:]
+    assert not earlier_checkpoint.exists() and (corpus / "out" / "model.safetensors").read_bytes() != weights
+    config = json.loads((corpus / "out" / "config.json").read_text())
+    lengths = sorted(len(train.split_words(note["text"])) for note in synthetic_notes(160, seed=1))
+    assert config["training_note_words"] == {"p1": int(np.percentile(lengths, 1)), "median": int(np.median(lengths))}
+    assert len(config["vocabulary_sha256"]) == 64
+    short = pipeline("icd-coding", model=str(corpus / "out"), trust_remote_code=True)("fever", note_info=True)
+    assert short["short_note"] is True and short["note_words"] == 1
+
+
+@pytest.mark.slow
 def test_candidate_codes_join_the_vocabulary_and_word2vec(corpus):
     # --candidate_codes icd10cm: every word of every ICD-10-CM code's terms gets a token and a word2vec
     # vector, and the folder stores every ICD-10-CM code as a candidate the pipeline ranks
