@@ -24,6 +24,7 @@ weights do not change).
 
 import logging
 import re
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -132,6 +133,10 @@ class ICDCodingPipeline(Pipeline):
         """Saves the model, its tokenizer and the code; the config records the hash of the tokenizer's words."""
         self.model.config.vocabulary_sha256 = vocabulary_sha256(self.tokenizer)
         super().save_pretrained(save_directory, **kwargs)
+        # the weights are written through a private temporary file: they get the mode of the files beside them
+        folder = Path(save_directory)
+        for weights in folder.glob("*.safetensors"):
+            weights.chmod((folder / "config.json").stat().st_mode & 0o777)
 
     def __call__(self, notes, **kwargs):
         if isinstance(notes, list) and not notes:  # no notes, no predictions (the arguments are still checked)

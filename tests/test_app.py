@@ -550,7 +550,8 @@ def test_all_candidate_codes_in_the_browser(ranked_checkpoint, browser, tmp_path
     process, url = start_app(str(folder), tmp_path / "server.log")
     try:
         page = open_page(browser, url)
-        assert page.is_visible("#all-codes") and "All test codes (14 codes" in page.inner_text("#all-codes")
+        page.wait_for_selector("#all-codes", state="visible")  # rendered after the note box, at its own pace
+        assert "All test codes (14 codes" in page.inner_text("#all-codes")
         page.check("#all-codes input")
         page.fill("#top-k input", "6")
         page.press("#top-k input", "Enter")

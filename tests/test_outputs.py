@@ -208,6 +208,8 @@ def test_checkpoints_that_do_not_fit_together_are_refused(small_checkpoint, toke
         with pytest.raises(SystemExit) as exit_info:
             msmn_code.main([str(folder), "note.txt"])
         assert "tokenizer.json and config.json come from different checkpoints" in str(exit_info.value.code)
+    modes = {path.name: path.stat().st_mode for path in small_checkpoint.iterdir()}  # the weights as readable as the rest
+    assert modes["model.safetensors"] == modes["tokenizer.json"] == modes["config.json"]
     config = json.loads((small_checkpoint / "config.json").read_text())
     for threshold in ("0.5", None):
         (small_checkpoint / "config.json").write_text(json.dumps({**config, "threshold": threshold}))

@@ -242,8 +242,7 @@ def test_asked_codes_come_with_their_evidence(tokenizer):
     everything = coder(notes, top_k=len(CODES))
     for predictions, ranked in zip(coder(notes, codes=asked, batch_size=2), everything):
         assert [p["code"] for p in predictions] == asked
-        for prediction in predictions:
-            assert prediction == next(p for p in ranked if p["code"] == prediction["code"])
+        assert_same_predictions(predictions, [next(p for p in ranked if p["code"] == code) for code in asked])
     assert coder("", codes=asked) == []  # a note without words gets no codes
     with pytest.raises(ValueError, match=r"codes must be a list of the model's codes; not among them: \['Z99.9'\]"):
         coder(notes[0], codes=["Z99.9", CODES[0]])
