@@ -1,8 +1,8 @@
 """The review app as a Hugging Face Space runs it: `python app.py` serves the checkpoint named by the
 MSMN_MODEL environment variable (a folder or a Hub model id), or `python app.py --model FOLDER`.
-The app itself is `msmn_app.py` (also installed as the `msmn-app` command)."""
+The app itself is `msmn/review/` (also installed as the `msmn-app` command)."""
 
-from msmn_app import main
+from msmn.review.page import main
 
 if __name__ == "__main__":
     main()

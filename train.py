@@ -40,11 +40,11 @@ import datasets_scripts
 from datasets_scripts import InputError
 from datasets_scripts.synonyms.icd10cm import candidate_code_terms
 from datasets_scripts.files import write_atomically
-from model_card import model_card
+from msmn.training.model_card import model_card
 from modeling_msmn import ICDCodingPipeline, MSMNConfig, MSMNForSequenceClassification, build_code_term_ids
 from modeling_msmn import build_tokenizer, build_vocabulary, split_words
-from modeling_msmn.candidate_tuning import build_ranker
-from modeling_msmn.metrics import icd_metrics, metric_table, test_report, tune_threshold
+from msmn.training.candidate_tuning import build_ranker
+from msmn.evaluation.metrics import icd_metrics, metric_table, test_report, tune_threshold
 
 logger = logging.getLogger("msmn.train")
 

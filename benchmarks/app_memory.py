@@ -15,8 +15,8 @@ from pathlib import Path
 import gradio
 
 import datasets_scripts
-from msmn_app import Review, ReviewEvents
-from msmn_code import load_coder
+from msmn.review.page import Review, ReviewEvents
+from msmn.coding.cli import load_coder
 
 
 def resident_mib() -> int:

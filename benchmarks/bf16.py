@@ -35,7 +35,7 @@ import torch
 from transformers import AutoTokenizer
 
 from modeling_msmn import MSMNConfig, MSMNForSequenceClassification, build_code_term_ids, build_tokenizer
-from modeling_msmn.metrics import icd_metrics, mean_average_precision
+from msmn.evaluation.metrics import icd_metrics, mean_average_precision
 
 CODIESP = Path(__file__).parents[1] / "datasets_scripts" / "data" / "codiesp"
 

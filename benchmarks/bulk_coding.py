@@ -49,7 +49,7 @@ def write_notes(path: Path, num_notes: int, num_tokens: int) -> None:
 def run_coding(checkpoint: Path, notes: Path, output: Path, processes: int, device: str | None) -> dict:
     """Wall time and peak memory (MiB, the largest process) of one msmn-code run, measured in a fresh
     Python process so that the children's peak is this run's alone."""
-    command = ["-m", "msmn_code", str(checkpoint), str(notes), "--top-k", "15", "--output", str(output), "--quiet"]
+    command = ["-m", "msmn.coding", str(checkpoint), str(notes), "--top-k", "15", "--output", str(output), "--quiet"]
     if processes > 1:
         command = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), *command]
     command += ["--device", device] if device else []

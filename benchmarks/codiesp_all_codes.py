@@ -2,7 +2,7 @@
 
 A checkpoint trained with `--candidate_codes icd10cm` (the `codiesp-d` and `codiesp-d-all-codes`
 presets) carries every ICD-10-CM code as a candidate, with its term matcher and two operating points
-chosen on dev (`modeling_msmn.candidate_tuning`). This script scores CodiEsp-D's 250 test reports
+chosen on dev (`msmn.training.candidate_tuning`). This script scores CodiEsp-D's 250 test reports
 with that ranker, as `pipeline(..., candidates="all")` does, and reports for each stored point MAP
 over all gold codes (CodiEsp's official measure: a gold code outside the candidates is never
 retrieved), P@8 and MAP over the assignments of codes absent from train ("unseen", with its 95%
@@ -37,7 +37,7 @@ from _measure import measure  # noqa: E402
 
 from datasets_scripts.codiesp import background_texts, read_shipped_split  # noqa: E402
 from datasets_scripts.synonyms.icd10cm import candidate_code_terms  # noqa: E402
-from modeling_msmn.candidate_tuning import (PRIOR_WEIGHTS, build_ranker, candidate_scores, gold_indices,  # noqa: E402
+from msmn.training.candidate_tuning import (PRIOR_WEIGHTS, build_ranker, candidate_scores, gold_indices,  # noqa: E402
                                             note_batches, pareto_frontier, ranking_metrics)
 from modeling_msmn.ranking_msmn import OperatingPoint  # noqa: E402
 

@@ -20,7 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 
 import datasets_scripts
-from modeling_msmn.metrics import icd_metrics, mean_average_precision, tune_threshold
+from msmn.evaluation.metrics import icd_metrics, mean_average_precision, tune_threshold
 
 SELECTION = {"codiesp-d-50": "precision_at_5", "codiesp-d": "precision_at_8", "codiesp-p": "precision_at_5"}
 

@@ -34,7 +34,7 @@ from transformers import AutoTokenizer
 import datasets_scripts
 from datasets_scripts.mdace import evidence_scores_of
 from modeling_msmn import split_words
-from msmn_code import load_coder
+from msmn.coding.cli import load_coder
 
 MAX_SPAN_TOKENS = 5
 

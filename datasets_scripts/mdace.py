@@ -24,7 +24,7 @@ description of each code.
 
 MDACE's scorer compares evidence note by note, and only on notes with gold evidence:
 `note_documents(example, spans)` turns spans of the joined text (the pipeline's evidence) into those
-per-note documents for `modeling_msmn.metrics.evidence_scores`. Predictions in MDACE's own per-note
+per-note documents for `msmn.evaluation.metrics.evidence_scores`. Predictions in MDACE's own per-note
 JSON form come in with `spans_from_mdace` and go out (for MDACE's `evaluate-predictions.py`) with
 `spans_to_mdace`.
 """
@@ -207,9 +207,9 @@ def note_documents(example: dict, predicted) -> list[tuple[str, list, list]]:
 
 
 def evidence_scores_of(coder, examples, num_evidence: int, max_span_tokens: int = 5) -> dict[str, float]:
-    """MDACE's four measures (`modeling_msmn.metrics.evidence_scores`) of an icd-coding pipeline's evidence
+    """MDACE's four measures (`msmn.evaluation.metrics.evidence_scores`) of an icd-coding pipeline's evidence
     for each example's gold codes that the model knows, scored note by note as MDACE does."""
-    from modeling_msmn.metrics import evidence_scores
+    from msmn.evaluation.metrics import evidence_scores
 
     known = coder.model.config.label2id
     documents = []

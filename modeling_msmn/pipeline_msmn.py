@@ -211,7 +211,7 @@ class ICDCodingPipeline(Pipeline):
         return self._candidate_ranker
 
     def set_candidate_ranker(self, ranker: CandidateRanker) -> None:
-        """Ranks candidates with `ranker` (e.g. one `candidate_tuning.build_ranker` made for this model)
+        """Ranks candidates with `ranker` (e.g. one `msmn.training.candidate_tuning.build_ranker` made for this model)
         instead of the one saved in the checkpoint's folder."""
         self._candidate_ranker, self._candidate_index = ranker, None
 

@@ -4,7 +4,7 @@ codes), with their operating points chosen on a small dev set: what the ranking,
 import modeling_msmn
 from conftest import CODE_TERMS, NOTES, make_model
 from modeling_msmn import ICDCodingPipeline
-from modeling_msmn.candidate_tuning import build_ranker
+from msmn.training.candidate_tuning import build_ranker
 
 # codes absent from the label set (conftest's four codes), with their terms
 UNSEEN_TERMS = {"K35.80": ["acute appendicitis"], "N18.6": ["end stage renal disease"], "H66.90": ["otitis media"],

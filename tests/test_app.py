@@ -23,7 +23,7 @@ from conftest import chromium_path, make_model
 from transformers import pipeline
 from synthetic_corpus import SIGNALS, run
 
-import msmn_app
+from msmn.review import page as msmn_app
 from datasets_scripts import InputError
 from modeling_msmn import ICDCodingPipeline
 

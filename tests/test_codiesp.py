@@ -14,7 +14,7 @@ from datasets_scripts.codiesp import Codiesp, codiesp_terms
 import datasets_scripts
 from datasets_scripts.codiesp import background_texts, read_shipped_split, shipped_folder, word_sequences
 from datasets_scripts import InputError
-from modeling_msmn.metrics import mean_average_precision
+from msmn.evaluation.metrics import mean_average_precision
 
 ORIGINAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "codiesp"
 needs_original = pytest.mark.skipif(not ORIGINAL.is_dir(), reason="the original CodiEsp copy (../shared/data/codiesp) is absent")

@@ -11,7 +11,7 @@ import datasets_scripts
 from datasets_scripts import InputError
 from datasets_scripts.mdace import note_documents, note_spans, read_charts, spans_from_mdace, spans_to_mdace
 from datasets_scripts.mdace import split_of_admissions
-from modeling_msmn.metrics import evidence_keys, evidence_scores, trim_span
+from msmn.evaluation.metrics import evidence_keys, evidence_scores, trim_span
 
 
 def note_text(note_id: int, length: int) -> str:

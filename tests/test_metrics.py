@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
-from modeling_msmn.metrics import icd_metrics, precision_at_k, roc_auc_per_column, tune_threshold
+from msmn.evaluation.metrics import icd_metrics, precision_at_k, roc_auc_per_column, tune_threshold
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_local_evaluate_module_offline(data):
     import evaluate
     from pathlib import Path
 
-    module = Path(__file__).resolve().parent.parent / "metrics" / "icd_coding"
+    module = Path(__file__).resolve().parent.parent / "msmn" / "evaluation" / "icd_coding"
     probabilities, labels = data
     icd = evaluate.load(str(module))
     result = icd.compute(predictions=probabilities.tolist(), references=labels.astype(int).tolist(), threshold=0.5)

@@ -14,7 +14,7 @@ from synthetic_corpus import run, synthetic_notes
 from test_pipeline import UNUSUAL_NOTE, assert_same_predictions
 from transformers import pipeline
 
-import msmn_code
+from msmn.coding import cli as msmn_code
 from modeling_msmn import ICDCodingPipeline
 
 MSMN_CODE = str(Path(sys.executable).parent / "msmn-code")  # the console script pyproject.toml installs
@@ -187,7 +187,7 @@ def test_torchrun_processes_write_the_file_one_process_writes(small_checkpoint, 
     one = run_msmn_code(small_checkpoint, "notes.jsonl", "--top-k", "3", "--output", "one.jsonl", cwd=tmp_path)
     assert one.returncode == 0, one.stderr[-3000:]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "msmn_code", str(small_checkpoint), "notes.jsonl", "--top-k", "3", "--output", "two.jsonl"]
+               "-m", "msmn.coding", str(small_checkpoint), "notes.jsonl", "--top-k", "3", "--output", "two.jsonl"]
     two = run(command, tmp_path, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
     assert_same_predictions(read_lines(tmp_path / "two.jsonl"), read_lines(tmp_path / "one.jsonl"))

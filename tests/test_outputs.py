@@ -15,7 +15,7 @@ from synthetic_corpus import ROOT, run
 from test_msmn_code import MSMN_CODE, read_lines, run_msmn_code, write_notes
 from test_pipeline import assert_same_predictions
 
-import msmn_code
+from msmn.coding import cli as msmn_code
 from conftest import make_model
 from modeling_msmn import ICDCodingPipeline, build_tokenizer
 

@@ -12,7 +12,7 @@ from transformers import pipeline
 
 from conftest import make_model
 from modeling_msmn import ICDCodingPipeline
-from modeling_msmn.candidate_tuning import (UNSEEN_MAP_FLOOR, bootstrap_interval, fit_matcher, new_ranker,
+from msmn.training.candidate_tuning import (UNSEEN_MAP_FLOOR, bootstrap_interval, fit_matcher, new_ranker,
                                             operating_point, pareto_frontier, ranking_metrics, two_stage_scores)
 from modeling_msmn.ranking_msmn import OperatingPoint
 from ranked_checkpoint import CANDIDATE_TERMS, CODE_TERMS, DEV, REFERENCE, TRAIN_COUNTS, UNSEEN_TERMS, candidate_tokenizer

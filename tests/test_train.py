@@ -133,7 +133,7 @@ sys.path.insert(0, {str(ROOT)!r})
 from huggingface_hub import ModelCard
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 import datasets_scripts
-from modeling_msmn.metrics import icd_metrics, mean_average_precision
+from msmn.evaluation.metrics import icd_metrics, mean_average_precision
 tokenizer = AutoTokenizer.from_pretrained("out", trust_remote_code=True)
 model = AutoModelForSequenceClassification.from_pretrained("out", trust_remote_code=True).eval()
 test = datasets_scripts.load("codiesp", config="codiesp-d-50").splits["test"].select(range(24))

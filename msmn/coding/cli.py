@@ -4,7 +4,7 @@
     msmn-code msmn-codiesp-d-50 notes.jsonl.gz --top-k 5 --output codes.jsonl [--resume]
     msmn-code msmn-codiesp-d-all-codes note.txt --all-codes --top-k 10 [--operating-point unseen]
     cat note.txt | msmn-code msmn-codiesp-d-50
-    torchrun --nproc_per_node 2 -m msmn_code msmn-codiesp-d-50 notes.jsonl.gz --output codes.jsonl
+    torchrun --nproc_per_node 2 -m msmn.coding msmn-codiesp-d-50 notes.jsonl.gz --output codes.jsonl
 
 Inputs: a `.jsonl` or `.jsonl.gz` file holds one note per line ({"text": ..., "id": ...}, id
 optional); any other file is one note; no file or "-" reads one note from standard input. Each
@@ -39,9 +39,9 @@ from transformers import AutoTokenizer
 
 from datasets_scripts import InputError
 from datasets_scripts.files import read_json_lines
-from evidence_markup import EVIDENCE_STYLE, chosen_code_style, code_line, marked_for_codes
+from msmn.evidence_markup import EVIDENCE_STYLE, chosen_code_style, code_line, marked_for_codes
 from modeling_msmn import ICDCodingPipeline, MSMNConfig, MSMNForSequenceClassification
-from output_files import (KeptLines, OutputLock, checkpoint_identity, disk_message, finish, partial_path,
+from msmn.outputs import (KeptLines, OutputLock, checkpoint_identity, disk_message, finish, partial_path,
                           resumable_lines, start)
 
 

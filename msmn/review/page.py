@@ -43,8 +43,8 @@ from starlette.middleware import Middleware
 from datasets_scripts.codiesp import read_shipped_split
 from datasets_scripts import InputError
 from modeling_msmn import ICDCodingPipeline, split_words
-from evidence_markup import EVIDENCE_STYLE, code_line, note_with_evidence
-from msmn_code import load_coder, utf8_note
+from msmn.evidence_markup import EVIDENCE_STYLE, code_line, note_with_evidence
+from msmn.coding.cli import load_coder, utf8_note
 
 MODEL_VARIABLE = "MSMN_MODEL"  # the checkpoint a Space (or `python app.py` without --model) serves
 EXAMPLE_IDS = [  # CodiEsp test reports with several of the 50 most frequent codes, under 1,200 characters

@@ -7,9 +7,9 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from datasets_scripts import DataCard
 from modeling_msmn import MSMNConfig
-from modeling_msmn.metrics import metric_table
+from msmn.evaluation.metrics import metric_table
 
-TEMPLATE = Path(__file__).parent / "model_card.md"
+TEMPLATE = Path(__file__).resolve().parents[2] / "model_card.md"  # the template at the top of the repository
 
 
 def model_card(config: MSMNConfig, results: dict[str, float], card: DataCard, repo: str, min_notes: int) -> ModelCard:

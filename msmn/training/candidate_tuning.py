@@ -22,9 +22,9 @@ Not part of the checkpoint's remote code: the pipeline needs only `ranking_msmn`
 import numpy as np
 import torch
 
-from .metrics import average_precisions, mean_average_precision, precision_at_k
-from .ranking_msmn import CandidateRanker, OperatingPoint, TermMatcher, ranked_scores, shortlist
-from .tokenization_msmn import build_code_term_ids
+from msmn.evaluation.metrics import average_precisions, mean_average_precision, precision_at_k
+from modeling_msmn.ranking_msmn import CandidateRanker, OperatingPoint, TermMatcher, ranked_scores, shortlist
+from modeling_msmn.tokenization_msmn import build_code_term_ids
 
 TERM_MATCH_WEIGHTS = (0.0, 4.0, 8.0, 16.0, 24.0, 32.0, 48.0, 64.0, 96.0, 128.0)  # λ
 PRIOR_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)  # β

@@ -1,7 +1,7 @@
 """ICD-coding metrics (docs/model.md, "Metrics") as a local `evaluate` module: works offline.
 
     import evaluate
-    icd = evaluate.load("metrics/icd_coding")
+    icd = evaluate.load("msmn/evaluation/icd_coding")
     icd.compute(predictions=probabilities, references=multi_hot_labels, threshold=0.5)
 
 `predictions` are per-code probabilities (documents × codes), `references` multi-hot labels; the
@@ -12,7 +12,7 @@ import datasets
 import evaluate
 import numpy as np
 
-from modeling_msmn.metrics import icd_metrics
+from msmn.evaluation.metrics import icd_metrics
 
 
 class IcdCoding(evaluate.Metric):

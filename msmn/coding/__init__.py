@@ -1,0 +1,1 @@
+"""Coding notes in bulk: the `msmn-code` command (`python -m msmn.coding` under torchrun)."""
