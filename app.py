@@ -2,7 +2,7 @@
 MSMN_MODEL environment variable (a folder or a Hub model id), or `python app.py --model FOLDER`.
 The app itself is `msmn/review/` (also installed as the `msmn-app` command)."""
 
-from msmn.review.page import main
+from msmn.review.cli import main
 
 if __name__ == "__main__":
     main()

@@ -16,7 +16,7 @@ import gradio
 
 import datasets_scripts
 from msmn.review.page import Review, ReviewEvents
-from msmn.coding.cli import load_coder
+from msmn.checkpoints import load_coder
 
 
 def resident_mib() -> int:

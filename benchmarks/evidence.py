@@ -32,9 +32,9 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 import datasets_scripts
-from datasets_scripts.mdace import evidence_scores_of
+from msmn.evaluation.evidence import evidence_scores_of
 from modeling_msmn import split_words
-from msmn.coding.cli import load_coder
+from msmn.checkpoints import load_coder
 
 MAX_SPAN_TOKENS = 5
 

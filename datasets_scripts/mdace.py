@@ -206,21 +206,6 @@ def note_documents(example: dict, predicted) -> list[tuple[str, list, list]]:
     return [(texts[note_id], predicted_by_note.get(note_id, []), spans) for note_id, spans in gold.items()]
 
 
-def evidence_scores_of(coder, examples, num_evidence: int, max_span_tokens: int = 5) -> dict[str, float]:
-    """MDACE's four measures (`msmn.evaluation.metrics.evidence_scores`) of an icd-coding pipeline's evidence
-    for each example's gold codes that the model knows, scored note by note as MDACE does."""
-    from msmn.evaluation.metrics import evidence_scores
-
-    known = coder.model.config.label2id
-    documents = []
-    for example in examples:
-        asked = [code for code in example["labels"] if code in known]
-        predictions = coder(example["text"], codes=asked, num_evidence=num_evidence, max_span_tokens=max_span_tokens)
-        predicted = [(span["start"], span["end"], code["code"]) for code in predictions for span in code["evidence"]]
-        documents += note_documents(example, predicted)
-    return evidence_scores(documents)
-
-
 def spans_from_mdace(example: dict, admission: dict) -> list[tuple[int, int, str]]:
     """The spans (begin, end, code) of the joined text from per-note predictions in MDACE's JSON form
     ({"hadm_id", "notes": [{"note_id", "annotations": [{"begin", "end", "code", ...}]}]}); notes that

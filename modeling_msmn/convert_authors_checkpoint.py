@@ -118,14 +118,21 @@ def convert_authors_state_dict(
         **config_overrides,
     )
     model = MSMNForSequenceClassification(config, code_term_ids=term_ids)
-    mapping = authors_key_map(num_layers, has_output_projection=rnn_dim != hidden_size)
+    model.load_state_dict(renamed_state_dict(state_dict, model, term_ids), strict=True)
+    return model.eval()
+
+
+def renamed_state_dict(state_dict: Mapping[str, torch.Tensor], model: MSMNForSequenceClassification, term_ids):
+    """The authors' tensors under `model`'s names, with the term ids, each checked against its shape."""
+    config = model.config
+    mapping = authors_key_map(config.num_lstm_layers, has_output_projection=config.rnn_dim != config.hidden_size)
     unexpected = sorted(set(state_dict) - set(mapping))
     missing = sorted(set(mapping) - set(state_dict))
     if unexpected or missing:
         raise ValueError(
             f"convert_authors_state_dict: state dict does not match the architecture read from its shapes "
-            f"(layers={num_layers}, rnn_dim={rnn_dim}, d={hidden_size}, M={num_synonyms}): "
-            f"missing {missing[:5]}, unexpected {unexpected[:5]}."
+            f"(layers={config.num_lstm_layers}, rnn_dim={config.rnn_dim}, d={config.hidden_size}, "
+            f"M={config.num_synonyms}): missing {missing[:5]}, unexpected {unexpected[:5]}."
         )
     ours = model.state_dict()
     converted = {"msmn.code_term_ids": term_ids}
@@ -136,8 +143,7 @@ def convert_authors_state_dict(
                 f"expected {tuple(ours[target].shape)}."
             )
         converted[target] = state_dict[source]
-    model.load_state_dict(converted, strict=True)
-    return model.eval()
+    return converted
 
 
 def load_checkpoint(path: Path, trust_pickle: bool) -> tuple[dict, torch.Tensor | None]:

@@ -13,7 +13,6 @@ from there. Messages name files and lines, never their content (it may hold note
 
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import socket
@@ -25,9 +24,6 @@ from pathlib import Path
 
 from datasets_scripts import InputError
 
-CHECKPOINT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "candidate_codes.json",
-                    "candidate_codes.safetensors")
-
 
 def partial_path(path: Path) -> Path:
     return path.with_name(path.name + ".partial")
@@ -36,18 +32,6 @@ def partial_path(path: Path) -> Path:
 def record_path(path: Path) -> Path:
     """The run record of `path`'s .partial: which checkpoint and options wrote it."""
     return path.with_name(path.name + ".partial.run")
-
-
-def checkpoint_identity(folder: Path) -> str:
-    """SHA-256 of the checkpoint's files (config, weights, tokenizer, candidates): the model that codes."""
-    digest = hashlib.sha256()
-    for name in CHECKPOINT_FILES:
-        if (folder / name).is_file():
-            digest.update(name.encode() + b"\0")
-            with open(folder / name, "rb") as file:
-                for block in iter(lambda: file.read(1 << 20), b""):
-                    digest.update(block)
-    return digest.hexdigest()
 
 
 class OutputLock:
@@ -175,3 +159,17 @@ def disk_message(error: OSError, path: Path) -> str:
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"the disk is full (writing {path})"
     return f"cannot write {path} ({error.strerror or type(error).__name__})"
+
+
+def write_whole(path: Path, write) -> None:
+    """`path` written by `write(file)` through `path.partial`, renamed when complete; on any stop the
+    .partial is removed (an HTML report holds note text and cannot be resumed)."""
+    partial = partial_path(path)
+    try:
+        with open(partial, "wb") as file:
+            write(file)
+        partial.replace(path)
+    except OSError as error:
+        raise InputError(f"{disk_message(error, path)}: nothing was written there; fix that and run again.") from None
+    finally:
+        partial.unlink(missing_ok=True)

@@ -23,7 +23,11 @@ from conftest import chromium_path, make_model
 from transformers import pipeline
 from synthetic_corpus import SIGNALS, run
 
-from msmn.review import page as msmn_app
+from msmn.review import access
+from msmn import checkpoints
+from msmn.review import page as review_page
+from msmn.review import cli as review_cli
+from msmn.review import state
 from datasets_scripts import InputError
 from modeling_msmn import ICDCodingPipeline
 
@@ -40,7 +44,7 @@ def prediction(code, probability, start=0):
 
 
 def test_review_keeps_decisions_and_added_codes_across_thresholds():
-    review = msmn_app.Review(note="a note")
+    review = state.Review(note="a note")
     review.suggest([prediction("A01", 0.9), prediction("B02", 0.7), prediction("C03", 0.6)])
     # a suggestion is not a decision: every code starts undecided
     assert review.selected == "A01" and all(code["accepted"] is None and not code["added"] for code in review.codes)
@@ -64,7 +68,7 @@ def test_review_keeps_decisions_and_added_codes_across_thresholds():
     # nothing left selected when the selected code goes: the first code is selected
     review.suggest([])
     assert review.selected == "D04"
-    empty = msmn_app.Review(note="a note")
+    empty = state.Review(note="a note")
     empty.suggest([])
     assert empty.selected is None
     with pytest.raises(ValueError, match="Select a code in the table first"):
@@ -72,7 +76,7 @@ def test_review_keeps_decisions_and_added_codes_across_thresholds():
 
 
 def test_export_as_json_and_csv():
-    review = msmn_app.Review(note="a note")
+    review = state.Review(note="a note")
     review.suggest([prediction("A01", 0.9), prediction("B02", 0.25)])
     review.selected = "B02"
     review.decide(accepted=False)
@@ -82,13 +86,13 @@ def test_export_as_json_and_csv():
         {"code": "B02", "description": "B02 description", "probability": 0.25, "accepted": False, "added": False},
         {"code": "C03", "description": 'with "quotes", commas', "probability": 0.125, "accepted": True, "added": True},
     ]
-    assert json.loads(msmn_app.export_json(review)) == {"codes": expected}
-    rows = list(csv.DictReader(io.StringIO(msmn_app.export_csv(review))))
+    assert json.loads(state.export_json(review)) == {"codes": expected}
+    rows = list(csv.DictReader(io.StringIO(state.export_csv(review))))
     assert rows == [{key: "" if value is None else str(value) for key, value in record.items()} for record in expected]
 
 
 def test_code_search_by_code_and_by_words_of_the_terms():
-    search = msmn_app.CodeSearch(
+    search = state.CodeSearch(
         ["E11.9", "E11.65", "I10", "N39.0", "R50.9"],
         [["Type 2 diabetes mellitus without complications", "diabetes type 2"],
          ["Type 2 diabetes mellitus with hyperglycemia", "diabetes poorly controlled"],
@@ -112,13 +116,13 @@ def test_code_search_by_code_and_by_words_of_the_terms():
 def test_note_checks(tokenizer):
     coder = ICDCodingPipeline(model=make_model(tokenizer, max_note_tokens=5).eval(), tokenizer=tokenizer, task="icd-coding")
     with pytest.raises(ValueError, match="The note is empty"):
-        msmn_app.check_note(" \n\t")
+        state.check_note(" \n\t")
     with pytest.raises(ValueError, match="The note has no words"):
-        msmn_app.suggestions(coder, "... -- ;;", 0.5, 2)
-    codes, warning = msmn_app.suggestions(coder, "fever and cough", 0.5, 2)
+        state.suggestions(coder, "... -- ;;", 0.5, 2)
+    codes, warning = state.suggestions(coder, "fever and cough", 0.5, 2)
     assert warning == "" and codes == coder("fever and cough", top_k=2)
     note = "fever and productive cough with pneumonia treated"  # 7 words, the model reads 5
-    codes, warning = msmn_app.suggestions(coder, note, 0.5, 0)
+    codes, warning = state.suggestions(coder, note, 0.5, 0)
     assert codes == coder(note, threshold=0.5)
     assert "This note has 7 words; the model reads the first 5" in warning
     assert f"from character {note.index('pneumonia')} on (the last 2 words)" in warning
@@ -126,8 +130,8 @@ def test_note_checks(tokenizer):
 
 def test_model_folder_errors_name_the_folder(tmp_path):
     with pytest.raises(InputError, match="no-such-folder: no such folder, and no Hub model"):
-        msmn_app.model_folder(str(tmp_path / "no-such-folder"))  # offline in tests: no download either
-    assert msmn_app.model_folder(str(tmp_path)) == tmp_path
+        review_cli.model_folder(str(tmp_path / "no-such-folder"))  # offline in tests: no download either
+    assert review_cli.model_folder(str(tmp_path)) == tmp_path
 
 
 def test_start_up_refuses_a_folder_that_is_not_an_msmn_checkpoint(tmp_path):
@@ -145,23 +149,23 @@ def test_start_up_refuses_a_folder_that_is_not_an_msmn_checkpoint(tmp_path):
 def test_login_file_errors_name_the_line_and_never_the_password(tmp_path):
     (tmp_path / "logins").write_text("# coders\ncoder:s3cret pass\n\nreviewer\n")
     with pytest.raises(InputError, match="logins, line 4: not USER:PASSWORD") as error:
-        msmn_app.logins([], tmp_path / "logins")
+        access.logins([], tmp_path / "logins")
     assert "s3cret" not in str(error.value) and "reviewer" not in str(error.value)
     (tmp_path / "logins").write_text("# coders\ncoder:s3cret pass\n")
-    assert msmn_app.logins(["chief:x:y"], tmp_path / "logins") == [("chief", "x:y"), ("coder", "s3cret pass")]
+    assert access.logins(["chief:x:y"], tmp_path / "logins") == [("chief", "x:y"), ("coder", "s3cret pass")]
     with pytest.raises(InputError, match="--auth: not USER:PASSWORD"):
-        msmn_app.logins([":nouser"], None)
+        access.logins([":nouser"], None)
     (tmp_path / "comments").write_text("# nobody\n")
     with pytest.raises(InputError, match="comments: holds no USER:PASSWORD line"):
-        msmn_app.logins([], tmp_path / "comments")
+        access.logins([], tmp_path / "comments")
     with pytest.raises(InputError, match="missing: cannot be read"):
-        msmn_app.logins([], tmp_path / "missing")
+        access.logins([], tmp_path / "missing")
 
 
 def test_a_note_over_the_size_limit_is_refused_with_a_message():
-    msmn_app.check_note("fever " * 10, max_chars=60)
+    state.check_note("fever " * 10, max_chars=60)
     with pytest.raises(ValueError, match="The note has 61 characters; this app codes notes of up to 60"):
-        msmn_app.check_note("fever " * 10 + "x", max_chars=60)
+        state.check_note("fever " * 10 + "x", max_chars=60)
 
 
 def upload_note(url: str, text: str, cookie: str | None = None) -> int:
@@ -283,15 +287,15 @@ def test_a_port_in_use_is_a_clear_error(small_checkpoint, tmp_path):
 def test_exports_are_replaced_not_piled_up(small_checkpoint, tmp_path):
     import gradio
 
-    coder = msmn_app.load_coder(str(small_checkpoint), None)
+    coder = checkpoints.load_coder(str(small_checkpoint), None)
     exports = tmp_path / "exports"
     exports.mkdir()
-    events = msmn_app.ReviewEvents(gradio, coder, exports, max_note_chars=1000)
-    review = msmn_app.Review()
+    events = review_page.ReviewEvents(gradio, coder, exports, max_note_chars=1000)
+    review = state.Review()
     for count in range(1, 21):
         review = events.code_note("fever and pneumonia " * count, 0.01, 0, False, review)[0]
     assert sorted(path.name for path in exports.rglob("*") if path.is_file()) == ["codes.csv", "codes.json"]
-    other = events.code_note("another session's note", 0.01, 0, False, msmn_app.Review())[0]
+    other = events.code_note("another session's note", 0.01, 0, False, state.Review())[0]
     assert other.session != review.session and len(list(exports.iterdir())) == 2
 
 
@@ -423,7 +427,7 @@ def browser():
 
 def test_review_a_note_in_the_browser(app, browser, tmp_path):
     checkpoint, url, log = app
-    coder = msmn_app.load_coder(str(checkpoint), None)
+    coder = checkpoints.load_coder(str(checkpoint), None)
     page = open_page(browser, url)
     summary = page.inner_text("#model-summary")
     assert "5 codes" in summary and f"threshold {coder.model.config.threshold:.3f}" in summary
@@ -526,7 +530,7 @@ def save_screenshot(model: str, output: str) -> None:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
             page = open_page(browser, url)
-            code_note(page, msmn_app.example_notes("en")[0])
+            code_note(page, review_page.example_notes("en")[0])
             select_code(page, table_rows(page)[0][0])
             page.screenshot(path=output, full_page=True)
             browser.close()

@@ -158,7 +158,7 @@ def test_evidence_of_a_model_scored_on_mdace(tmp_path):
     # model that knows three MDACE codes
     import torch
 
-    from datasets_scripts.mdace import evidence_scores_of
+    from msmn.evaluation.evidence import evidence_scores_of
     from modeling_msmn import ICDCodingPipeline, MSMNConfig, MSMNForSequenceClassification, build_code_term_ids
     from modeling_msmn import build_tokenizer, build_vocabulary
 

@@ -15,6 +15,7 @@ from synthetic_corpus import ROOT, run
 from test_msmn_code import MSMN_CODE, read_lines, run_msmn_code, write_notes
 from test_pipeline import assert_same_predictions
 
+from msmn import checkpoints
 from msmn.coding import cli as msmn_code
 from conftest import make_model
 from modeling_msmn import ICDCodingPipeline, build_tokenizer
@@ -217,7 +218,7 @@ def test_checkpoints_that_do_not_fit_together_are_refused(small_checkpoint, toke
             msmn_code.main([str(small_checkpoint), "note.txt"])
         assert f"config.json: MSMNConfig: threshold ({threshold!r}) must be a number" in str(exit_info.value.code)
     (small_checkpoint / "config.json").write_text(json.dumps(config))
-    coder = msmn_code.load_coder(str(small_checkpoint), None)
+    coder = checkpoints.load_coder(str(small_checkpoint), None)
     with pytest.raises(ValueError, match=r"threshold must be a number, got '0.5'"):
         coder("fever", threshold="0.5")
     with pytest.raises(ValueError, match=r"codes must be a list of codes, e.g. codes=\['R50.9'\]"):

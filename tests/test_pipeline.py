@@ -259,10 +259,10 @@ def test_short_notes_and_full_width_text_are_flagged(tokenizer, tmp_path, monkey
         coder("\uff26\uff45\uff56\uff45\uff52 and \ufb01brosis")
     assert "holds 6 full-width letters or digits or Latin ligatures" in caplog.text
 
-    from msmn.review import page as msmn_app
+    from msmn.review import state
     from msmn.coding import cli as msmn_code
 
-    _, warning = msmn_app.suggestions(coder, "fever", 0.5, None)
+    _, warning = state.suggestions(coder, "fever", 0.5, None)
     assert warning.startswith("**A short note** (1 words, fewer than 99% of the notes the model was trained on)")
     coder.save_pretrained(tmp_path / "model")
     monkeypatch.chdir(tmp_path)
