@@ -36,6 +36,7 @@ from transformers import AutoTokenizer
 
 from modeling_msmn import MSMNConfig, MSMNForSequenceClassification, build_code_term_ids, build_tokenizer
 from msmn.evaluation.metrics import icd_metrics, mean_average_precision
+from msmn.training.trainer import sampled_codes
 
 CODIESP = Path(__file__).parents[1] / "datasets_scripts" / "data" / "codiesp"
 
@@ -124,10 +125,7 @@ def training_steps(model, input_ids, labels, device: str) -> dict:
                 model.zero_grad(set_to_none=True)
                 with autocast(device, bf16):
                     if sampled:
-                        is_gold = labels.bool().any(0)
-                        others = (~is_gold).nonzero().squeeze(1)
-                        drawn = others[torch.randperm(len(others), device=device)[:sampled]]
-                        code_indices = torch.cat([is_gold.nonzero().squeeze(1), drawn]).sort().values
+                        code_indices = sampled_codes(labels, sampled)
                         loss = model(input_ids=input_ids, labels=labels[:, code_indices], code_indices=code_indices).loss
                     else:
                         loss = model(input_ids=input_ids, labels=labels).loss

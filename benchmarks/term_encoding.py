@@ -109,7 +109,7 @@ def run_one(shape, implementation, phase):
 
 def run_training_step(batch_size, num_tokens, sampled_negative_codes=0):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # train.py, at the top level
-    from train import sampled_codes
+    from msmn.training.trainer import sampled_codes
 
     model = build_model("mimic-full").train()
     generator = torch.Generator().manual_seed(0)

@@ -21,6 +21,10 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipe
 sys.path.insert(0, str(ROOT))
 import datasets_scripts  # noqa: E402
 import train  # noqa: E402
+from modeling_msmn import split_words  # noqa: E402
+from msmn.training import word2vec  # noqa: E402
+from msmn.training.arguments import MSMNTrainingArguments, parse_arguments  # noqa: E402
+from msmn.training.trainer import RDropTrainer, rdrop_kl, sampled_codes  # noqa: E402
 from datasets_scripts import InputError  # noqa: E402
 from datasets_scripts.synonyms.icd10cm import candidate_code_terms  # noqa: E402
 
@@ -29,23 +33,23 @@ def test_rdrop_kl_forms_by_hand():
     first, second = torch.randn(3, 5), torch.randn(3, 5)
     p, q = F.softmax(first, -1), F.softmax(second, -1)
     reference = ((p * (p.log() - q.log())).mean() + (q * (q.log() - p.log())).mean()) / 2
-    torch.testing.assert_close(train.rdrop_kl(first, second, "reference"), reference)
+    torch.testing.assert_close(rdrop_kl(first, second, "reference"), reference)
     a, b = torch.sigmoid(first), torch.sigmoid(second)
     bernoulli = (a * (a / b).log() + (1 - a) * ((1 - a) / (1 - b)).log() + b * (b / a).log() + (1 - b) * ((1 - b) / (1 - a)).log()) / 2
-    torch.testing.assert_close(train.rdrop_kl(first, second, "bernoulli"), bernoulli.mean())
-    assert train.rdrop_kl(first, first, "reference") == 0 and train.rdrop_kl(first, first, "bernoulli").abs() < 1e-7
+    torch.testing.assert_close(rdrop_kl(first, second, "bernoulli"), bernoulli.mean())
+    assert rdrop_kl(first, first, "reference") == 0 and rdrop_kl(first, first, "bernoulli").abs() < 1e-7
 
 
 def test_sampled_codes_keep_every_gold_code():
     labels = torch.zeros(3, 40)
     labels[0, [2, 7]] = labels[2, [7, 31]] = 1
     torch.manual_seed(0)
-    drawn = [train.sampled_codes(labels, 5) for _ in range(20)]
+    drawn = [sampled_codes(labels, 5) for _ in range(20)]
     for codes in drawn:
         assert len(codes) == 8 and {2, 7, 31} <= set(codes.tolist())
         assert torch.equal(codes, codes.unique())  # ascending, no repeats
     assert len({tuple(codes.tolist()) for codes in drawn}) > 1  # the negatives change from step to step
-    assert torch.equal(train.sampled_codes(labels, 100), torch.arange(40))  # fewer codes than asked: all
+    assert torch.equal(sampled_codes(labels, 100), torch.arange(40))  # fewer codes than asked: all
 
 
 def test_rdrop_loss_uses_two_dropout_passes(tokenizer):
@@ -55,15 +59,15 @@ def test_rdrop_loss_uses_two_dropout_passes(tokenizer):
     inputs = tokenizer(NOTES, padding=True, return_tensors="pt")
     labels = torch.zeros(len(NOTES), len(CODES))
     labels[0, 1] = 1
-    trainer = train.RDropTrainer.__new__(train.RDropTrainer)
-    trainer.args = train.MSMNTrainingArguments(output_dir="unused", rdrop_alpha=5.0)
+    trainer = RDropTrainer.__new__(RDropTrainer)
+    trainer.args = MSMNTrainingArguments(output_dir="unused", rdrop_alpha=5.0)
     torch.manual_seed(0)
     loss = trainer.compute_loss(model, {**inputs, "labels": labels})
     torch.manual_seed(0)
     first, second = model(**{k: torch.cat([v, v]) for k, v in inputs.items()}).logits.chunk(2)
     assert not torch.allclose(first, second)  # different dropout masks
     expected = (F.binary_cross_entropy_with_logits(first, labels) + F.binary_cross_entropy_with_logits(second, labels)) / 2
-    expected = expected + 5.0 * train.rdrop_kl(first, second, "reference")
+    expected = expected + 5.0 * rdrop_kl(first, second, "reference")
     torch.testing.assert_close(loss, expected)
 
 
@@ -75,8 +79,8 @@ def test_extra_negatives_join_the_loss_as_negatives_of_every_note(tokenizer):
     labels = torch.zeros(len(NOTES), len(CODES))
     labels[0, 1] = 1
     pool = model.msmn.code_term_ids.view(len(CODES), 2, -1).flip(0) + 0  # (E, M, L): terms of 4 other codes
-    trainer = train.RDropTrainer.__new__(train.RDropTrainer)
-    trainer.args = train.MSMNTrainingArguments(output_dir="unused", rdrop_alpha=5.0, extra_negative_codes=3)
+    trainer = RDropTrainer.__new__(RDropTrainer)
+    trainer.args = MSMNTrainingArguments(output_dir="unused", rdrop_alpha=5.0, extra_negative_codes=3)
     trainer.extra_negative_term_ids = pool
     losses = []
     for seed in (0, 1):
@@ -89,7 +93,7 @@ def test_extra_negatives_join_the_loss_as_negatives_of_every_note(tokenizer):
     assert first.shape == (len(NOTES), len(CODES) + 3)
     widened = torch.cat([labels, torch.zeros(len(NOTES), 3)], dim=1)  # negatives of every note
     expected = (F.binary_cross_entropy_with_logits(first, widened) + F.binary_cross_entropy_with_logits(second, widened)) / 2
-    torch.testing.assert_close(losses[1], expected + 5.0 * train.rdrop_kl(first, second, "reference"))
+    torch.testing.assert_close(losses[1], expected + 5.0 * rdrop_kl(first, second, "reference"))
     assert losses[0] != losses[1]  # other seed, other draw (and dropout)
 
 
@@ -232,7 +236,7 @@ def test_a_used_output_dir_is_refused_unless_overwritten_and_the_notes_length_is
     assert replaced.returncode == 0, replaced.stderr[-3000:]
     assert not earlier_checkpoint.exists() and (corpus / "out" / "model.safetensors").read_bytes() != weights
     config = json.loads((corpus / "out" / "config.json").read_text())
-    lengths = sorted(len(train.split_words(note["text"])) for note in synthetic_notes(160, seed=1))
+    lengths = sorted(len(split_words(note["text"])) for note in synthetic_notes(160, seed=1))
     assert config["training_note_words"] == {"p1": int(np.percentile(lengths, 1)), "median": int(np.median(lengths))}
     assert len(config["vocabulary_sha256"]) == 64
     short = pipeline("icd-coding", model=str(corpus / "out"), trust_remote_code=True)("fever", note_info=True)
@@ -250,7 +254,7 @@ def test_candidate_codes_join_the_vocabulary_and_word2vec(corpus):
     candidate_terms, code_system = candidate_code_terms("icd10cm", num_synonyms=2)
     assert code_system == "ICD-10-CM"
     assert "Cholera due to Vibrio cholerae 01, biovar cholerae" in candidate_terms["A00.0"]  # a description
-    words = {word for terms in candidate_terms.values() for term in terms for word in train.split_words(term)}
+    words = {word for terms in candidate_terms.values() for term in terms for word in split_words(term)}
     tokenizer = AutoTokenizer.from_pretrained(corpus / "out", trust_remote_code=True)
     assert len(words) > 10_000 and words <= set(tokenizer.get_vocab())
     vectors_found = int(result.stderr.split("word2vec: ")[2].split(" of ")[0])
@@ -462,22 +466,22 @@ def test_suspicious_data_are_counted_in_warnings(corpus, caplog):
 
 def test_command_line_wins_over_the_preset_also_with_a_default_value():
     # codiesp-d-50 sets lr 2e-3; a command line giving 5e-4 (the arguments' default) must still win
-    data_args, training_args = train.parse_arguments(["--preset", "codiesp-d-50", "--learning_rate", "5e-4",
+    data_args, training_args = parse_arguments(["--preset", "codiesp-d-50", "--learning_rate", "5e-4",
                                                       "--config_overrides", "num_synonyms=8"])
     assert training_args.learning_rate == 5e-4 and training_args.per_device_train_batch_size == 8
     assert data_args.config_overrides == "rnn_dim=256,hidden_size=256,num_synonyms=4,num_synonyms=8"
-    data_args, training_args = train.parse_arguments(["--preset", "codiesp-d-50"])
+    data_args, training_args = parse_arguments(["--preset", "codiesp-d-50"])
     assert training_args.learning_rate == 2e-3 and data_args.dataset_config == "codiesp-d-50"
-    assert train.parse_arguments([])[0].dataset_config == "codiesp-d-50"  # the default preset
-    with pytest.raises(train.InputError, match=r"unknown arguments \[.--no_such_option."):
-        train.parse_arguments(["--no_such_option", "1"])
+    assert parse_arguments([])[0].dataset_config == "codiesp-d-50"  # the default preset
+    with pytest.raises(InputError, match=r"unknown arguments \[.--no_such_option."):
+        parse_arguments(["--no_such_option", "1"])
 
 
 def test_a_preset_key_that_is_no_argument_is_named(tmp_path, monkeypatch):
     (tmp_path / "typo.json").write_text(json.dumps({"dataset": "codiesp", "learning_rat": 0.1}))
     monkeypatch.setattr(train, "PRESETS", tmp_path)
-    with pytest.raises(train.InputError, match=r"preset typo: \['learning_rat'\] are not arguments of train.py"):
-        train.parse_arguments(["--preset", "typo"])
+    with pytest.raises(InputError, match=r"preset typo: \['learning_rat'\] are not arguments of train.py"):
+        parse_arguments(["--preset", "typo"])
 
 
 class _Payload:
@@ -502,32 +506,32 @@ def test_word2vec_never_unpickles_without_consent(tokenizer, tmp_path, monkeypat
     payload = pickle.dumps(_Payload(marker))
     planted = tmp_path / "vectors.kv"
     planted.write_bytes(payload)
-    with pytest.raises(train.InputError, match="runs pickle, which can execute arbitrary code.*--trust_pickle"):
-        train.word2vec_vectors(train.DataArguments(word2vec=planted), tokenizer, NOTES, 4, seed=0)
+    with pytest.raises(InputError, match="runs pickle, which can execute arbitrary code.*--trust_pickle"):
+        word2vec.word2vec_vectors(tokenizer, NOTES, 4, seed=0, epochs=1, min_count=1, word2vec_file=planted)
     (tmp_path / "vectors.bin").write_bytes(payload)
-    with pytest.raises(train.InputError, match="vectors.bin: not a readable word2vec binary file"):
-        train.word2vec_vectors(train.DataArguments(word2vec=tmp_path / "vectors.bin"), tokenizer, NOTES, 4, seed=0)
+    with pytest.raises(InputError, match="vectors.bin: not a readable word2vec binary file"):
+        word2vec.word2vec_vectors(tokenizer, NOTES, 4, seed=0, epochs=1, min_count=1,
+                                  word2vec_file=tmp_path / "vectors.bin")
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
-    args = train.DataArguments(word2vec_epochs=1)
     texts = NOTES + ["a rare word zyxwv once"]
-    trained = train.word2vec_vectors(args, tokenizer, texts, 4, seed=0)
+    trained = word2vec.word2vec_vectors(tokenizer, texts, 4, seed=0, epochs=1, min_count=1)
     [cache] = (tmp_path / "cache" / "msmn_word2vec").iterdir()
     assert set(KeyedVectors.load_word2vec_format(str(cache), binary=True).key_to_index) <= set(tokenizer.get_vocab())
     assert "zyxwv" not in trained.key_to_index  # word2vec saw it, but the cache keeps the vocabulary's words only
     cache.write_bytes(payload)  # someone who can write to a shared HF_HOME plants a pickle at the cache's name
     cache.with_suffix(".kv").write_bytes(payload)  # and at the name of gensim's own format
     with caplog.at_level("WARNING", logger="msmn.train"):
-        again = train.word2vec_vectors(args, tokenizer, texts, 4, seed=0)
+        again = word2vec.word2vec_vectors(tokenizer, texts, 4, seed=0, epochs=1, min_count=1)
     assert "is damaged; training the vectors again" in caplog.text
     assert not marker.exists()
     assert again.key_to_index == trained.key_to_index
-    read_back = train.word2vec_vectors(args, tokenizer, texts, 4, seed=0)
+    read_back = word2vec.word2vec_vectors(tokenizer, texts, 4, seed=0, epochs=1, min_count=1)
     np.testing.assert_array_equal(read_back.vectors, again.vectors)
 
     trusted = KeyedVectors(4)
     trusted.add_vectors(["cough"], np.ones((1, 4), dtype=np.float32))
     trusted.save(str(tmp_path / "trusted.kv"))
-    loaded = train.word2vec_vectors(train.DataArguments(word2vec=tmp_path / "trusted.kv", trust_pickle=True),
-                                    tokenizer, NOTES, 4, seed=0)
+    loaded = word2vec.word2vec_vectors(tokenizer, NOTES, 4, seed=0, epochs=1, min_count=1,
+                                       word2vec_file=tmp_path / "trusted.kv", trust_pickle=True)
     assert loaded.key_to_index == {"cough": 0}

@@ -1,1 +1,2 @@
-"""What `train.py` composes beyond the Trainer: the candidate codes' operating points and the model card."""
+"""What train.py composes: its arguments and presets, word2vec embeddings, the R-Drop Trainer, the
+candidate codes' operating points, and the saved checkpoint folder with its model card."""
