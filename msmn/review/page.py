@@ -4,20 +4,19 @@ note with the `icd-coding` pipeline (codes above the checkpoint's tuned threshol
 shows the note with the selected code's evidence marked (darker: more attention), and exports the
 reviewed codes as JSON and CSV. The review itself is plain Python (`msmn.review.state`)."""
 
+import dataclasses
 import html
+import json
 from pathlib import Path
+from typing import Any
 
-from datasets_scripts.codiesp import read_shipped_split
 from modeling_msmn import ICDCodingPipeline
 from msmn.coding.notes import utf8_note
 from msmn.evidence_markup import EVIDENCE_STYLE, code_line, note_with_evidence
 from msmn.review.state import MAX_NOTE_CHARS, Review, check_note, code_search, suggestions, write_exports
 
-EXAMPLE_IDS = [  # CodiEsp test reports with several of the 50 most frequent codes, under 1,200 characters
-    "S1130-01082008000500017-2",
-    "S0210-48062010000100019-1",
-    "S1130-01082009000500011-1",
-]
+# CodiEsp test reports with several of the 50 most frequent codes, under 1,200 characters
+EXAMPLES = Path(__file__).parent / "examples.json"
 TABLE_HEADERS = ["code", "description", "prob.", "best synonym", "review"]
 
 
@@ -52,10 +51,10 @@ def model_summary(coder: ICDCodingPipeline, folder: Path, card) -> str:
 
 
 def example_notes(language: str) -> list[str]:
-    """Three CodiEsp test reports (CC BY 4.0), in the model's language (English unless it is Spanish)."""
-    field = "text_es" if language == "es" else "text_en"
-    reports = {report["id"]: report[field] for report in read_shipped_split("test")}
-    return [reports[report_id] for report_id in EXAMPLE_IDS]
+    """The page's three example notes (CodiEsp test reports, CC BY 4.0, shipped with the app in
+    examples.json), in the model's language (English unless it is Spanish)."""
+    reports = json.loads(EXAMPLES.read_text(encoding="utf-8"))["reports"]
+    return [report["es" if language == "es" else "en"] for report in reports]
 
 
 PAGE_STYLE = EVIDENCE_STYLE + "#evidence .note-text { max-height: 32rem; overflow-y: auto; }"
@@ -124,10 +123,38 @@ class ReviewEvents:
             return self.gr.Textbox(), f"**{error}**"
 
 
-def page_layout(gr, threshold: float, summary: str, examples: list[str], candidates: str | None = None) -> dict:
-    """The page's components, by name, laid out; the page itself is "page"."""
+@dataclasses.dataclass
+class ReviewPage:
+    """The page (`blocks`) and the components its events read and write."""
+
+    blocks: Any
+    review: Any  # gr.State holding the Review
+    note: Any
+    upload_button: Any
+    code_button: Any
+    threshold: Any
+    top_k: Any
+    all_codes: Any
+    query: Any
+    found: Any
+    add_button: Any
+    message: Any
+    table: Any
+    accept_button: Any
+    reject_button: Any
+    json_button: Any
+    csv_button: Any
+    evidence: Any
+
+    def views(self) -> list:
+        """What every handler of ReviewEvents returns, in its order."""
+        return [self.review, self.table, self.evidence, self.json_button, self.csv_button, self.message]
+
+
+def page_layout(gr, threshold: float, summary: str, examples: list[str], candidates: str | None = None) -> ReviewPage:
+    """The page's components, laid out."""
     # Gradio's copies of the exports (a patient's codes) are deleted after an hour, and at exit.
-    with gr.Blocks(title="MSMN ICD coding review", analytics_enabled=False, delete_cache=(600, 3600)) as page:
+    with gr.Blocks(title="MSMN ICD coding review", analytics_enabled=False, delete_cache=(600, 3600)) as blocks:
         review = gr.State(Review())
         gr.Markdown(f"# ICD coding review\n{summary}", elem_id="model-summary")
         with gr.Row():
@@ -158,7 +185,8 @@ def page_layout(gr, threshold: float, summary: str, examples: list[str], candida
                     csv_button = gr.DownloadButton("Export CSV", interactive=False, elem_id="export-csv")
             with gr.Column(scale=2):
                 evidence = gr.HTML(label="Evidence", elem_id="evidence-panel")
-    return {name: value for name, value in locals().items() if name not in ("gr", "summary", "examples", "candidates")}
+    return ReviewPage(blocks, review, note, upload_button, code_button, threshold, top_k, all_codes, query, found,
+                      add_button, message, table, accept_button, reject_button, json_button, csv_button, evidence)
 
 
 def selection_handler(events: ReviewEvents):
@@ -170,29 +198,29 @@ def selection_handler(events: ReviewEvents):
     return select
 
 
-def connect(page: dict, events: ReviewEvents) -> None:
+def connect(page: ReviewPage, events: ReviewEvents) -> None:
     """Each component's events to their handlers (inside the page's Blocks context)."""
-    views = [page[name] for name in ("review", "table", "evidence", "json_button", "csv_button", "message")]
-    recoding = [page["note"], page["threshold"], page["top_k"], page["all_codes"], page["review"]]
-    page["code_button"].click(events.code_note, recoding, views)
-    page["threshold"].change(events.recode, recoding, views, trigger_mode="always_last")
-    page["all_codes"].change(events.recode, recoding, views)
-    page["top_k"].submit(events.recode, recoding, views)
-    page["table"].select(selection_handler(events), [page["review"]], views)
-    page["accept_button"].click(lambda review: events.decide(review, True), [page["review"]], views)
-    page["reject_button"].click(lambda review: events.decide(review, False), [page["review"]], views)
-    page["query"].input(events.find, [page["query"]], [page["found"]], trigger_mode="always_last")  # typing: the latest
-    page["query"].submit(events.find, [page["query"]], [page["found"]])
-    page["add_button"].click(events.add, [page["found"], page["review"]], views)
-    page["upload_button"].upload(events.upload, [page["upload_button"]], [page["note"], page["message"]])
+    views = page.views()
+    recoding = [page.note, page.threshold, page.top_k, page.all_codes, page.review]
+    page.code_button.click(events.code_note, recoding, views)
+    page.threshold.change(events.recode, recoding, views, trigger_mode="always_last")
+    page.all_codes.change(events.recode, recoding, views)
+    page.top_k.submit(events.recode, recoding, views)
+    page.table.select(selection_handler(events), [page.review], views)
+    page.accept_button.click(lambda review: events.decide(review, True), [page.review], views)
+    page.reject_button.click(lambda review: events.decide(review, False), [page.review], views)
+    page.query.input(events.find, [page.query], [page.found], trigger_mode="always_last")  # typing: the latest
+    page.query.submit(events.find, [page.query], [page.found])
+    page.add_button.click(events.add, [page.found, page.review], views)
+    page.upload_button.upload(events.upload, [page.upload_button], [page.note, page.message])
 
 
 def build_page(coder: ICDCodingPipeline, summary: str, examples: list[str], exports: Path,
-               max_note_chars: int = MAX_NOTE_CHARS) -> "gradio.Blocks":
+               max_note_chars: int = MAX_NOTE_CHARS):
     """The review page; the export files go to folders under `exports`."""
     import gradio as gr  # imported here, after main has set GRADIO_TEMP_DIR: Gradio reads it once, at import
 
     page = page_layout(gr, coder.model.config.threshold, summary, examples, candidates_switch(coder))
-    with page["page"]:
+    with page.blocks:
         connect(page, ReviewEvents(gr, coder, exports, max_note_chars))
-    return page["page"]
+    return page.blocks
