@@ -162,70 +162,81 @@ def test_cache_is_reused_and_follows_input_changes(mimic_dir, tmp_path, monkeypa
     assert {row[0]: row[2] for row in as_rows(changed["train"])}[TRAIN_B] == "Sepsis, urinary tract infection.\tA late addendum."
 
 
-def test_bad_inputs_name_file_line_and_fix(mimic_dir, tmp_path):
+DIAGNOSES_HEADER = ["ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"]
+
+
+def unzip_notes(folder):
+    """NOTEEVENTS.csv.gz as a plain NOTEEVENTS.csv; its bytes."""
+    whole = gzip.decompress((folder / "NOTEEVENTS.csv.gz").read_bytes())
+    (folder / "NOTEEVENTS.csv.gz").unlink()
+    (folder / "NOTEEVENTS.csv").write_bytes(whole)
+    return whole
+
+
+def cut_gzip(folder):
+    data = (folder / "NOTEEVENTS.csv.gz").read_bytes()
+    (folder / "NOTEEVENTS.csv.gz").write_bytes(data[: len(data) // 2])
+
+
+def cut_inside_a_note(folder):
+    whole = unzip_notes(folder)
+    (folder / "NOTEEVENTS.csv").write_bytes(whole[: whole.index(b"HTN, CHF")])  # inside a quoted, multi-line note
+
+
+def latin1_note(folder):
+    whole = unzip_notes(folder)
+    (folder / "NOTEEVENTS.csv").write_bytes(whole.replace(b"Dev note.", "Dev note \u00e9.".encode("latin-1")))
+
+
+# each case: what is done to a fresh MIMIC-III folder, and what the error says (never a note's text:
+# "chest pain", "Dev note", "No summary" and the reports stand in the notes)
+DAMAGES = {
+    "missing_table": (lambda folder: (folder / "PROCEDURES_ICD.csv").unlink(),
+                      "neither PROCEDURES_ICD.csv nor PROCEDURES_ICD.csv.gz"),
+    "missing_column": (lambda folder: write_csv(folder / "DIAGNOSES_ICD.csv", DIAGNOSES_HEADER[:-1], [[1, 1, TRAIN_A, 1]]),
+                       r"DIAGNOSES_ICD.csv, line 1: the header lacks the columns \['ICD9_CODE'\]"),
+    "short_row": (lambda folder: write_csv(folder / "DIAGNOSES_ICD.csv", DIAGNOSES_HEADER,
+                                           [[1, 1, TRAIN_A, 1, "4019"], [2, 1, TRAIN_A, 2]]),
+                  "DIAGNOSES_ICD.csv, line 3: 4 fields where the header has 5"),
+    "cut_gzip": (cut_gzip, "NOTEEVENTS.csv.gz: the gzip stream is cut short"),
+    # the error names the line where the row starts (line 2, the first note), not where the reader stopped
+    "cut_inside_a_note": (cut_inside_a_note, r"NOTEEVENTS.csv, line 2: not well-formed CSV .*cut short"),
+    "not_utf8": (latin1_note, r"NOTEEVENTS.csv, near line \d+: not UTF-8 text"),
+    "no_discharge_summary": (
+        lambda folder: write_csv(folder / "NOTEEVENTS.csv.gz", NOTE_HEADER,
+                                 [[1, 1, TRAIN_A, "", "", "", "Nursing", "", "", "", "No summary."]], compress=True),
+        "NOTEEVENTS.csv.gz: none of the 8,066 admissions of the train split has a discharge summary"),
+    # the second row starts on line 6: the first note's text spans lines 2 to 5
+    "row_after_a_multiline_note": (
+        lambda folder: write_csv(folder / "NOTEEVENTS.csv.gz", NOTE_HEADER,
+                                 [[1, 1, TRAIN_A, "", "", "", "Discharge summary", "", "", "", REPORT_A],
+                                  [2, 1, TRAIN_A, "", "", "", "Discharge summary", "", "", REPORT_A]], compress=True),
+        "NOTEEVENTS.csv.gz, line 6: 10 fields where the header has 11"),
+    "damaged_id": (lambda folder: write_csv(folder / "DIAGNOSES_ICD.csv", DIAGNOSES_HEADER,
+                                            [[1, 1, TRAIN_A, 1, "4019"], [2, 1, "10x006", 2, "4280"]]),
+                   "DIAGNOSES_ICD.csv, line 3: HADM_ID is not a number"),
+    "no_folder": (shutil.rmtree, "MIMIC-III v1.4"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_bad_inputs_name_file_line_and_fix(mimic_dir, tmp_path, damage):
+    do, message = DAMAGES[damage]
+    do(mimic_dir)
     cache = tmp_path / "cache"
-
-    def build():
-        return load_mimic_iii(str(mimic_dir), "mimic3-50", cache_dir=str(cache))[0]
-
-    (mimic_dir / "PROCEDURES_ICD.csv").rename(mimic_dir / "moved.csv")
-    with pytest.raises(InputError, match="neither PROCEDURES_ICD.csv nor PROCEDURES_ICD.csv.gz"):
-        build()
-    (mimic_dir / "moved.csv").rename(mimic_dir / "PROCEDURES_ICD.csv")
-
-    write_csv(mimic_dir / "DIAGNOSES_ICD.csv", ["ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM"], [[1, 1, TRAIN_A, 1]])
-    with pytest.raises(InputError, match=r"DIAGNOSES_ICD.csv, line 1: the header lacks the columns \['ICD9_CODE'\]"):
-        build()
-    write_csv(mimic_dir / "DIAGNOSES_ICD.csv", ["ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"],
-              [[1, 1, TRAIN_A, 1, "4019"], [2, 1, TRAIN_A, 2]])
-    with pytest.raises(InputError, match="DIAGNOSES_ICD.csv, line 3: 4 fields where the header has 5"):
-        build()
-    write_csv(mimic_dir / "DIAGNOSES_ICD.csv", ["ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"], [[1, 1, TRAIN_A, 1, "4019"]])
-
-    notes_file = mimic_dir / "NOTEEVENTS.csv.gz"
-    data = notes_file.read_bytes()
-    notes_file.write_bytes(data[: len(data) // 2])
-    with pytest.raises(InputError, match="NOTEEVENTS.csv.gz: the gzip stream is cut short") as error:
-        build()
-    assert "chest pain" not in str(error.value)
+    with pytest.raises(InputError, match=message) as error:
+        load_mimic_iii(str(mimic_dir), "mimic3-50", cache_dir=str(cache))
+    assert not any(text in str(error.value) for text in ("chest pain", "Dev note", "No summary", REPORT_A[:20]))
     assert not list(cache.rglob("*.arrow")), "a failed build left data in the cache"
-    notes_file.write_bytes(data)
-    assert len(build()["train"]) == 2
 
-    # a cut-short file, a foreign encoding, no discharge summary, a damaged id: each stops with the file,
-    # the line where there is one, and the fix
-    plain_notes = mimic_dir / "NOTEEVENTS.csv"
-    plain_notes.write_bytes(gzip.decompress(data))
-    notes_file.unlink()
-    whole = plain_notes.read_bytes()
-    plain_notes.write_bytes(whole[: whole.index(b"HTN, CHF")])  # cut inside a quoted (multi-line) note
-    # the error names the line where that row starts (line 2, the first note), not where the reader stopped
-    with pytest.raises(InputError, match=r"NOTEEVENTS.csv, line 2: not well-formed CSV .*cut short") as error:
-        build()
-    assert "chest pain" not in str(error.value)
-    plain_notes.write_bytes(whole.replace(b"Dev note.", "Dev note \u00e9.".encode("latin-1")))
-    with pytest.raises(InputError, match=r"NOTEEVENTS.csv, near line \d+: not UTF-8 text") as error:
-        build()
-    assert "Dev note" not in str(error.value)
-    write_csv(mimic_dir / "NOTEEVENTS.csv", NOTE_HEADER, [[1, 1, TRAIN_A, "", "", "", "Nursing", "", "", "", "No summary."]])
-    with pytest.raises(InputError, match="NOTEEVENTS.csv: none of the 8,066 admissions of the train split has a "
-                                         "discharge summary") as error:
-        build()
-    assert "No summary" not in str(error.value)
-    plain_notes.write_bytes(whole)
-    write_csv(mimic_dir / "NOTEEVENTS.csv", NOTE_HEADER, [[1, 1, TRAIN_A, "", "", "", "Discharge summary", "", "", "", REPORT_A],
-                                                        [2, 1, TRAIN_A, "", "", "", "Discharge summary", "", "", REPORT_A]])
-    with pytest.raises(InputError, match="NOTEEVENTS.csv, line 6: 10 fields where the header has 11"):
-        build()  # the second row starts on line 6: the first note's text spans lines 2 to 5
-    plain_notes.write_bytes(whole)
-    write_csv(mimic_dir / "DIAGNOSES_ICD.csv", ["ROW_ID", "SUBJECT_ID", "HADM_ID", "SEQ_NUM", "ICD9_CODE"],
-              [[1, 1, TRAIN_A, 1, "4019"], [2, 1, "10x006", 2, "4280"]])
-    with pytest.raises(InputError, match="DIAGNOSES_ICD.csv, line 3: HADM_ID is not a number"):
-        build()
 
-    shutil.rmtree(mimic_dir)
-    with pytest.raises(InputError, match="MIMIC-III v1.4"):
-        build()
+def test_a_repaired_folder_builds(mimic_dir, tmp_path):
+    notes = (mimic_dir / "NOTEEVENTS.csv.gz").read_bytes()
+    cut_gzip(mimic_dir)
+    with pytest.raises(InputError):
+        load_mimic_iii(str(mimic_dir), "mimic3-50", cache_dir=str(tmp_path / "cache"))
+    (mimic_dir / "NOTEEVENTS.csv.gz").write_bytes(notes)
+    assert len(load_mimic_iii(str(mimic_dir), "mimic3-50", cache_dir=str(tmp_path / "cache"))[0]["train"]) == 2
 
 
 def test_full_build_reads_the_code_tables_once(mimic_dir, tmp_path, monkeypatch):
