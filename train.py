@@ -31,7 +31,7 @@ from datasets_scripts import InputError
 from datasets_scripts.synonyms.icd10cm import candidate_code_terms
 from modeling_msmn import MSMNConfig, MSMNForSequenceClassification, build_code_term_ids, build_tokenizer
 from modeling_msmn import build_vocabulary, split_words
-from msmn.evaluation.metrics import icd_metrics, test_report, tune_threshold
+from msmn.evaluation.metrics import icd_metrics, label_matrix, test_report, tune_threshold
 from msmn.training.arguments import DataArguments, MSMNTrainingArguments, check_output_dir, model_config, parse_arguments
 from msmn.training.candidate_tuning import build_ranker
 from msmn.training.saving import save_checkpoint
@@ -153,9 +153,7 @@ def encode_splits(data, tokenizer, config: MSMNConfig):
 
     def encode(batch):
         encoded = tokenizer(batch["text"], truncation=True, max_length=config.max_note_tokens)
-        encoded["labels"] = np.zeros((len(batch["labels"]), len(data.codes)), dtype=np.float32)
-        for row, document_codes in enumerate(batch["labels"]):
-            encoded["labels"][row, [config.label2id[code] for code in document_codes]] = 1.0
+        encoded["labels"] = label_matrix(batch["labels"], data.codes, np.float32)
         return encoded
 
     return data.splits.map(encode, batched=True, remove_columns=data.splits["train"].column_names)

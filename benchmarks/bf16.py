@@ -35,7 +35,7 @@ import torch
 from transformers import AutoTokenizer
 
 from modeling_msmn import MSMNConfig, MSMNForSequenceClassification, build_code_term_ids, build_tokenizer
-from msmn.evaluation.metrics import icd_metrics, mean_average_precision
+from msmn.evaluation.metrics import gold_indices, icd_metrics, label_matrix, mean_average_precision
 from msmn.training.trainer import sampled_codes
 
 CODIESP = Path(__file__).parents[1] / "datasets_scripts" / "data" / "codiesp"
@@ -89,15 +89,12 @@ def checkpoint_metrics(folder: str, device: str) -> dict:
     model = MSMNForSequenceClassification.from_pretrained(folder).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
     codes = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    index = {code: i for i, code in enumerate(codes)}
     results = {}
     for split in ("dev", "test"):
         with gzip.open(CODIESP / f"{split}.jsonl.gz", "rt", encoding="utf-8") as lines:
             records = [json.loads(line) for line in lines]
-        gold = [[index[code] for code in record["diagnosis_codes"] if code in index] for record in records]
-        labels = np.zeros((len(records), len(codes)), dtype=bool)
-        for row, document in enumerate(gold):
-            labels[row, document] = True
+        labels = label_matrix([record["diagnosis_codes"] for record in records], codes)
+        gold = gold_indices([record["diagnosis_codes"] for record in records], codes, set())[0]
         for bf16 in (False, True):
             probabilities = []
             for start in range(0, len(records), 16):

@@ -37,8 +37,9 @@ from _measure import measure  # noqa: E402
 
 from datasets_scripts.codiesp import background_texts, read_shipped_split  # noqa: E402
 from datasets_scripts.synonyms.icd10cm import candidate_code_terms  # noqa: E402
-from msmn.training.candidate_tuning import (PRIOR_WEIGHTS, build_ranker, candidate_scores, gold_indices,  # noqa: E402
-                                            note_batches, pareto_frontier, ranking_metrics)
+from msmn.evaluation.metrics import gold_indices  # noqa: E402
+from msmn.training.candidate_tuning import (PRIOR_WEIGHTS, build_ranker, candidate_scores, note_batches,  # noqa: E402
+                                            pareto_frontier, ranking_metrics)
 from modeling_msmn.ranking_msmn import OperatingPoint  # noqa: E402
 
 

@@ -20,18 +20,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 
 import datasets_scripts
-from msmn.evaluation.metrics import icd_metrics, mean_average_precision, tune_threshold
+from msmn.evaluation.metrics import icd_metrics, label_matrix, mean_average_precision, tune_threshold
 
 SELECTION = {"codiesp-d-50": "precision_at_5", "codiesp-d": "precision_at_8", "codiesp-p": "precision_at_5"}
-
-
-def label_matrix(split, codes):
-    # bool, never int8: OneVsRestClassifier scrambles columns of int8 matrices with > 127 codes
-    index = {code: i for i, code in enumerate(codes)}
-    matrix = np.zeros((len(split), len(codes)), dtype=bool)
-    for row, labels in enumerate(split["labels"]):
-        matrix[row, [index[code] for code in labels]] = True
-    return matrix
 
 
 def main():
@@ -41,7 +32,7 @@ def main():
     args = parser.parse_args()
     data = datasets_scripts.load("codiesp", config=args.config, language=args.language)
     dataset, num_codes = data.splits, len(data.codes)
-    train, dev, test = (label_matrix(dataset[s], data.codes) for s in ("train", "validation", "test"))
+    train, dev, test = (label_matrix(dataset[s]["labels"], data.codes) for s in ("train", "validation", "test"))
     trained_codes = train.any(axis=0)  # a code without train positives gets score 0
 
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)

@@ -22,13 +22,16 @@ csv.field_size_limit(sys.maxsize)  # discharge summaries exceed the default 128 
 
 
 def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Writes `path` through `write(file)` into a temporary file, then renames it: an interrupted run
-    never leaves a partial file where a cache or an output is read."""
+    """Writes `path` through `write(file)` into `path.partial`, then renames it: an interrupted run never
+    leaves a partial file where a cache or an output is read, and a failed one leaves no `.partial`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".partial")
-    with open(temporary, "wb") as file:
-        write(file)
-    temporary.replace(path)
+    try:
+        with open(temporary, "wb") as file:
+            write(file)
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def find_input(folder: Path, name: str, fix: str = "Point data_dir at the folder holding your MIMIC-III v1.4 "

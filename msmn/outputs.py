@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datasets_scripts import InputError
+from datasets_scripts.files import write_atomically
 
 
 def partial_path(path: Path) -> Path:
@@ -164,12 +165,7 @@ def disk_message(error: OSError, path: Path) -> str:
 def write_whole(path: Path, write) -> None:
     """`path` written by `write(file)` through `path.partial`, renamed when complete; on any stop the
     .partial is removed (an HTML report holds note text and cannot be resumed)."""
-    partial = partial_path(path)
     try:
-        with open(partial, "wb") as file:
-            write(file)
-        partial.replace(path)
+        write_atomically(path, write)
     except OSError as error:
         raise InputError(f"{disk_message(error, path)}: nothing was written there; fix that and run again.") from None
-    finally:
-        partial.unlink(missing_ok=True)

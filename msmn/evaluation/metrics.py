@@ -166,17 +166,33 @@ def mean_average_precision(scores: np.ndarray, gold: list[list[int]], num_gold: 
     return float(values.mean()) if len(values) else 0.0
 
 
+def label_matrix(documents: list[list[str]], codes: list[str], dtype=bool) -> np.ndarray:
+    """Multi-hot labels (documents × codes) of each document's codes among `codes` (others are left out);
+    bool by default (scikit-learn's OneVsRestClassifier scrambles the columns of int8 matrices over 127 codes)."""
+    index = {code: i for i, code in enumerate(codes)}
+    matrix = np.zeros((len(documents), len(codes)), dtype=dtype)
+    for row, document in enumerate(documents):
+        matrix[row, [index[code] for code in document if code in index]] = 1
+    return matrix
+
+
+def gold_indices(gold_codes: list[list[str]], codes: list[str], train_codes: set[str]):
+    """(gold indices among `codes`, gold counts, the same for the gold codes absent from train)."""
+    index = {code: i for i, code in enumerate(codes)}
+    unseen_codes = [[code for code in document if code not in train_codes] for document in gold_codes]
+    gold = [[index[code] for code in document if code in index] for document in gold_codes]
+    unseen = [[index[code] for code in document if code in index] for document in unseen_codes]
+    return gold, [len(document) for document in gold_codes], unseen, [len(document) for document in unseen_codes]
+
+
 def test_report(probabilities, labels, gold_codes, codes, train_codes, threshold) -> dict[str, float]:
     """`icd_metrics` at `threshold`, plus MAP over every gold code of each note (`gold_codes`: code
     strings, also those outside `codes`) and, where some gold codes never occur in training
     (`train_codes`), the MAP over those codes alone."""
     metrics = icd_metrics(probabilities, labels, threshold)
-    index = {code: i for i, code in enumerate(codes)}
-    gold = [[index[c] for c in document if c in index] for document in gold_codes]
-    metrics["map"] = mean_average_precision(probabilities, gold, [len(document) for document in gold_codes])
-    unseen = [[index[c] for c in document if c in index and c not in train_codes] for document in gold_codes]
+    gold, totals, unseen, unseen_totals = gold_indices(gold_codes, codes, train_codes)
+    metrics["map"] = mean_average_precision(probabilities, gold, totals)
     if any(unseen):
-        unseen_totals = [sum(1 for c in document if c not in train_codes) for document in gold_codes]
         metrics["map_unseen_codes"] = mean_average_precision(probabilities, unseen, unseen_totals)
     metrics["threshold"] = threshold
     return metrics

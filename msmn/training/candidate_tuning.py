@@ -22,7 +22,7 @@ Not part of the checkpoint's remote code: the pipeline needs only `ranking_msmn`
 import numpy as np
 import torch
 
-from msmn.evaluation.metrics import average_precisions, mean_average_precision, precision_at_k
+from msmn.evaluation.metrics import average_precisions, gold_indices, mean_average_precision, precision_at_k
 from modeling_msmn.ranking_msmn import CandidateRanker, OperatingPoint, TermMatcher, ranked_scores, shortlist
 from modeling_msmn.tokenization_msmn import build_code_term_ids
 
@@ -32,15 +32,6 @@ UNSEEN_MAP_FLOOR = 0.03  # the dev MAP over codes absent from train that the "un
 SHORTLIST_SIZES = (256, 512, 1024, 2048, 4096, 8192)
 SHORTLIST_TOLERANCE = 0.001  # the dev MAP (and unseen MAP) a shortlist may lose against re-scoring every candidate
 REFERENCE_TEXTS = 200  # unlabelled texts in the term matcher's IDF
-
-
-def gold_indices(gold_codes: list[list[str]], codes: list[str], train_codes: set[str]):
-    """(gold indices among `codes`, gold counts, the same for the gold codes absent from train)."""
-    index = {code: i for i, code in enumerate(codes)}
-    unseen_codes = [[code for code in document if code not in train_codes] for document in gold_codes]
-    gold = [[index[code] for code in document if code in index] for document in gold_codes]
-    unseen = [[index[code] for code in document if code in index] for document in unseen_codes]
-    return gold, [len(document) for document in gold_codes], unseen, [len(document) for document in unseen_codes]
 
 
 def bootstrap_interval(values: np.ndarray, draws: int = 1000) -> tuple[float, float]:
