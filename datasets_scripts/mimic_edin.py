@@ -42,7 +42,8 @@ import datasets
 from .coding_data import CodingData, DataCard, SPLIT_OF, coding_features
 from .errors import InputError
 from .files import find_input, fingerprint, read_code_terms, read_csv_rows
-from .mimic_iii import DISCHARGE_SUMMARY, admission_id, format_icd9_code
+from .icd_codes import format_icd9_code
+from .mimic_iii import DISCHARGE_SUMMARY, admission_id
 from .synonyms.icd10cm import open_icd10cm_synonyms
 from .synonyms.umls import umls_synonyms
 

@@ -33,6 +33,7 @@ import datasets
 
 from .coding_data import CodingData, DataCard, SPLIT_OF, coding_features
 from .errors import InputError
+from .icd_codes import format_icd9_code
 from .files import find_input, fingerprint, read_code_terms, read_csv_rows
 
 logger = logging.getLogger(__name__)
@@ -44,19 +45,6 @@ EXPECTED_SIZES = {  # documents per split and codes in the label set (the paper'
 }
 INPUT_FILES = ("NOTEEVENTS.csv", "DIAGNOSES_ICD.csv", "PROCEDURES_ICD.csv")
 DISCHARGE_SUMMARY = "Discharge summary"
-
-
-def format_icd9_code(code: str, is_diagnosis: bool, integer_procedures: bool = False) -> str:
-    """CAML's code format: diagnoses get a dot after 3 characters (4 for E-codes) when longer;
-    procedures always get a dot after 2 characters ("17" → "17."), after dropping their leading
-    zeros with `integer_procedures` (CAML's pandas reading: "0151" → "15.1")."""
-    code = code.replace(".", "").strip()
-    if not is_diagnosis:
-        if integer_procedures and code.isdigit():
-            code = str(int(code))
-        return f"{code[:2]}.{code[2:]}"
-    split_at = 4 if code.startswith("E") else 3
-    return f"{code[:split_at]}.{code[split_at:]}" if len(code) > split_at else code
 
 
 def admission_id(value: str, path: Path, line: int, column: str = "HADM_ID", dataset: str = "MIMIC-III") -> int | None:

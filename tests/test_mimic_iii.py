@@ -13,7 +13,8 @@ import pytest
 
 import datasets_scripts
 from datasets_scripts import InputError
-from datasets_scripts.mimic_iii import MimicIII, format_icd9_code, split_hadm_ids
+from datasets_scripts.icd_codes import format_icd9_code
+from datasets_scripts.mimic_iii import MimicIII, split_hadm_ids
 
 TRAIN_A, TRAIN_B = 100006, 100029  # in train_50 and train_full
 TRAIN_FULL_ONLY = 100001  # in train_full, not in train_50

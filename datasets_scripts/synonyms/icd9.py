@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..files import find_input, read_csv_rows
-from ..mimic_iii import format_icd9_code
+from ..icd_codes import format_icd9_code
 from . import finish
 
 TITLE_FILES = ("D_ICD_DIAGNOSES.csv", "D_ICD_PROCEDURES.csv")
