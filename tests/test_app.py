@@ -1,8 +1,5 @@
 """The review app: its review state, export and code search, and the page end to end in headless Chromium.
-
-The screenshot in the README comes from this file's browser code path:
-    python tests/test_app.py msmn-codiesp-d-50 docs/review_app.png
-"""
+The README's screenshot takes the same browser path (docs/screenshot.py)."""
 
 import csv
 import io
@@ -517,31 +514,6 @@ def test_bad_input_in_the_page_shows_a_message(app, browser, tmp_path):
     page.close()
     server_log = log.read_text()
     assert "Traceback" not in server_log and "secretword" not in server_log and "fièvre" not in server_log
-
-
-def save_screenshot(model: str, output: str) -> None:
-    """The README's screenshot: the app on `model`, the first example report coded, its top code selected."""
-    from PIL import Image
-    from playwright.sync_api import sync_playwright
-
-    log = Path(output).with_suffix(".log")
-    process, url = start_app(model, log)
-    try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
-            page = open_page(browser, url)
-            code_note(page, review_page.example_notes("en")[0])
-            select_code(page, table_rows(page)[0][0])
-            page.screenshot(path=output, full_page=True)
-            browser.close()
-        Image.open(output).quantize(colors=128).save(output, optimize=True)  # a small PNG for the README
-    finally:
-        process.terminate()
-        log.unlink()
-
-
-if __name__ == "__main__":
-    save_screenshot(*sys.argv[1:3])
 
 
 def test_all_candidate_codes_in_the_browser(ranked_checkpoint, browser, tmp_path):

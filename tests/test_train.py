@@ -371,69 +371,75 @@ def test_push_to_hub_uploads_a_loadable_folder(corpus, monkeypatch, tmp_path, ca
     assert model.config.num_labels == len(SIGNALS)
 
 
-def test_bad_inputs_fail_before_training(corpus):
-    result = run_train("--preset", "mimic3-75", cwd=corpus)
-    assert result.returncode != 0 and "--preset 'mimic3-75' is unknown" in result.stderr
-    (corpus / "empty_mimic").mkdir()
-    result = run_train("--preset", "mimic3-50", "--data_dir", "empty_mimic", "--code_terms", "code_terms.json", cwd=corpus)
-    assert "neither NOTEEVENTS.csv nor NOTEEVENTS.csv.gz" in result.stderr
-    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr  # a message, not a crash
-    result = run_train("--preset", "mimic3-50", cwd=corpus)
-    assert "MIMIC-III needs --data_dir" in result.stderr
-    result = run_train("--preset", "mimic4-icd10", cwd=corpus)
-    assert "mimic4-icd10 needs data_dir: your MIMIC-IV folder" in result.stderr
-    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():  # CPUs with AVX512-BF16 or AMX can run --bf16
-        result = run_train("--bf16", "--use_cpu", cwd=corpus)  # without --use_cpu transformers refuses bf16 on CPU
-        assert "--bf16: this CPU has no bfloat16 arithmetic" in result.stderr and "Traceback" not in result.stderr
+SECRET = "Patient Jane Doe has a secret history"
+BASE = ["--code_terms", "code_terms.json", "--output_dir", "out", *TINY_MODEL]
+# each case: the files it writes into the corpus folder, train.py's arguments, what its error says
+BAD_INPUTS = {
+    "unknown_preset": ({}, ["--preset", "mimic3-75"], "--preset 'mimic3-75' is unknown"),
+    "empty_mimic_folder": ({"empty_mimic/": ""}, ["--preset", "mimic3-50", "--data_dir", "empty_mimic", "--code_terms",
+                                                "code_terms.json"], "neither NOTEEVENTS.csv nor NOTEEVENTS.csv.gz"),
+    "mimic3_without_data": ({}, ["--preset", "mimic3-50"], "MIMIC-III needs --data_dir"),
+    "mimic4_without_data": ({}, ["--preset", "mimic4-icd10"], "mimic4-icd10 needs data_dir: your MIMIC-IV folder"),
+    "missing_train_file": ({}, ["--train_file", "missing.jsonl", *BASE], "missing.jsonl: no such file"),
+    "unknown_code": ({"unknown.jsonl": json.dumps({"text": SECRET, "labels": ["I10"]}) + "\n"
+                      + json.dumps({"text": SECRET, "labels": ["Z99.9"]}) + "\n"},
+                     ["--train_file", "unknown.jsonl", *BASE],
+                     "unknown.jsonl, line 2: codes ['Z99.9'] are not in the code terms file"),
+    "broken_json": ({"broken.jsonl": '{"text": "Jane Doe", "labels": ["I10"]}\n{"text": "Jane Doe", \n'},
+                    ["--train_file", "broken.jsonl", *BASE], "broken.jsonl, line 2: not valid JSON"),
+    "negative_sampled_codes": ({}, ["--sampled_negative_codes", "-5"], "--sampled_negative_codes -5: give 0 (every code) or more."),
+    "negative_extra_codes": ({}, ["--extra_negative_codes", "-1"], "--extra_negative_codes -1: give 0 (none) or more."),
+    "extra_codes_without_candidates": ({}, ["--train_file", "train.jsonl.gz", "--extra_negative_codes", "8", *BASE],
+                                       "--extra_negative_codes draws codes of --candidate_codes outside the"),
+    "candidates_with_a_linear_score": (
+        {}, ["--train_file", "train.jsonl.gz", "--extra_negative_codes", "8", "--candidate_codes", "icd10cm",
+             *BASE[:-len(TINY_MODEL)], "--config_overrides", TINY_CONFIG + ",score_function=linear"],
+        "--candidate_codes, --extra_negative_codes: score_function=linear has weights per label code"),
+    "empty_dev_file": ({"empty.jsonl": "\n"}, ["--train_file", "train.jsonl.gz", "--validation_file", "empty.jsonl", *BASE],
+                       "empty.jsonl: holds no notes"),
+}
 
-    base = ["--code_terms", "code_terms.json", "--output_dir", "out", *TINY_MODEL]
-    result = run_train("--train_file", "missing.jsonl", *base, cwd=corpus)
-    assert "missing.jsonl: no such file" in result.stderr
-    secret = "Patient Jane Doe has a secret history"
-    (corpus / "unknown.jsonl").write_text(json.dumps({"text": secret, "labels": ["I10"]}) + "\n"
-                                          + json.dumps({"text": secret, "labels": ["Z99.9"]}) + "\n")
-    result = run_train("--train_file", "unknown.jsonl", *base, cwd=corpus)
-    assert "unknown.jsonl, line 2: codes ['Z99.9'] are not in the code terms file" in result.stderr
-    assert secret not in result.stdout + result.stderr
-    (corpus / "broken.jsonl").write_text('{"text": "Jane Doe", "labels": ["I10"]}\n{"text": "Jane Doe", \n')
-    result = run_train("--train_file", "broken.jsonl", *base, cwd=corpus)
-    assert "broken.jsonl, line 2: not valid JSON" in result.stderr and "Jane Doe" not in result.stderr
-    result = run_train("--sampled_negative_codes", "-5", cwd=corpus)
-    assert "--sampled_negative_codes -5: give 0 (every code) or more." in result.stderr
-    result = run_train("--extra_negative_codes", "-1", cwd=corpus)
-    assert "--extra_negative_codes -1: give 0 (none) or more." in result.stderr
-    result = run_train("--train_file", "train.jsonl.gz", "--extra_negative_codes", "8", *base, cwd=corpus)
-    assert "--extra_negative_codes draws codes of --candidate_codes outside the" in result.stderr
-    assert "add --candidate_codes icd10cm" in result.stderr
-    result = run_train("--train_file", "train.jsonl.gz", "--extra_negative_codes", "8", "--candidate_codes", "icd10cm",
-                       *base[:-len(TINY_MODEL)], "--config_overrides", TINY_CONFIG + ",score_function=linear", cwd=corpus)
-    assert "--candidate_codes, --extra_negative_codes: score_function=linear has weights per label code" in result.stderr
-    (corpus / "empty.jsonl").write_text("\n")
-    result = run_train("--train_file", "train.jsonl.gz", "--validation_file", "empty.jsonl", *base, cwd=corpus)
-    assert "empty.jsonl: holds no notes" in result.stderr
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_inputs_fail_before_training(corpus, case):
+    files, arguments, message = BAD_INPUTS[case]
+    for name, text in files.items():
+        (corpus / name).mkdir() if name.endswith("/") else (corpus / name).write_text(text)
+    result = run_train(*arguments, cwd=corpus)
+    assert result.returncode != 0 and message in result.stderr, result.stderr[-2000:]
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr  # a message, not a crash
+    assert "Jane Doe" not in result.stdout + result.stderr
     assert not (corpus / "out").exists()
 
 
-def test_malformed_labels_codes_and_settings_are_named(corpus, monkeypatch):
+@pytest.mark.skipif(torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="this CPU has bfloat16 arithmetic")
+def test_bf16_without_bfloat16_arithmetic_is_refused(corpus):
+    result = run_train("--bf16", "--use_cpu", cwd=corpus)  # without --use_cpu transformers refuses bf16 on CPU
+    assert "--bf16: this CPU has no bfloat16 arithmetic" in result.stderr and "Traceback" not in result.stderr
+
+
+MALFORMED = {  # run in this process: each stops before any work, naming what is wrong
+    "nested_labels": (["--train_file", "nested.jsonl.gz", "--code_terms", "code_terms.json"],
+                      "nested.jsonl.gz, line 1: 'labels' must be a flat list of code strings"),
+    "empty_code": (["--train_file", "train.jsonl.gz", "--code_terms", "empty_code.json"],
+                   'empty_code.json: a code is empty ("" or only spaces)'),
+    "negative_size": (FILES[:2] + FILES[-2:] + ["--config_overrides", TINY_CONFIG + ",num_synonyms=-2"],
+                      "MSMNConfig: num_synonyms (-2) must be a positive integer"),
+    "no_train_samples": (FILES[:2] + FILES[-2:] + ["--max_train_samples", "0"], "--max_train_samples 0: give 1 or more"),
+    "negative_eval_samples": (FILES[:2] + FILES[-2:] + ["--max_eval_samples", "-5"], "--max_eval_samples -5: give 1 or more"),
+    "no_notes_per_word": (FILES[:2] + FILES[-2:] + ["--min_notes", "0"], "--min_notes 0: give 1 or more."),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_labels_codes_and_settings_are_named(corpus, monkeypatch, case):
     monkeypatch.chdir(corpus)
     write_jsonl(corpus / "nested.jsonl.gz", [{"text": "Jane Doe with fever", "labels": [["R50.9"]]}])
     (corpus / "empty_code.json").write_text(json.dumps({"": ["fever"], "R50.9": ["fever"]}))
-    base = ["--validation_file", "dev.jsonl.gz", "--output_dir", "out", *TINY_MODEL]
-    cases = [
-        (["--train_file", "nested.jsonl.gz", "--code_terms", "code_terms.json"],
-         "nested.jsonl.gz, line 1: 'labels' must be a flat list of code strings"),
-        (["--train_file", "train.jsonl.gz", "--code_terms", "empty_code.json"],
-         'empty_code.json: a code is empty ("" or only spaces)'),
-        (FILES[:2] + FILES[-2:] + ["--config_overrides", TINY_CONFIG + ",num_synonyms=-2"],
-         "MSMNConfig: num_synonyms (-2) must be a positive integer"),
-        (FILES[:2] + FILES[-2:] + ["--max_train_samples", "0"], "--max_train_samples 0: give 1 or more"),
-        (FILES[:2] + FILES[-2:] + ["--max_eval_samples", "-5"], "--max_eval_samples -5: give 1 or more"),
-        (FILES[:2] + FILES[-2:] + ["--min_notes", "0"], "--min_notes 0: give 1 or more."),
-    ]
-    for arguments, message in cases:
-        with pytest.raises(InputError, match=re.escape(message)) as error:
-            train.main([*base, *arguments])
-        assert "Jane" not in str(error.value)
+    arguments, message = MALFORMED[case]
+    with pytest.raises(InputError, match=re.escape(message)) as error:
+        train.main(["--validation_file", "dev.jsonl.gz", "--output_dir", "out", *TINY_MODEL, *arguments])
+    assert "Jane" not in str(error.value)
     assert not (corpus / "out").exists()
 
 
