@@ -16,6 +16,7 @@ tokenizer, model and pipeline code, `test_results.json` and a model card. Note t
 the logs.
 """
 
+import dataclasses
 import logging
 import os
 import sys
@@ -66,17 +67,24 @@ def setup(argv: list[str]) -> tuple[DataArguments, MSMNTrainingArguments]:
     return data_args, training_args
 
 
-def load_data(data_args: DataArguments, training_args: MSMNTrainingArguments, settings: MSMNConfig):
-    """The dataset's splits, cut to --max_*_samples; without dev, no epoch selection."""
+def load_data(data_args: DataArguments, settings: MSMNConfig):
+    """The dataset's splits, cut to --max_*_samples."""
     data = datasets_scripts.load(data_args.dataset, num_synonyms=settings.num_synonyms, **data_args.dataset_options())
     data.limit(data_args.max_train_samples, data_args.max_eval_samples)
+    return data
+
+
+def trainer_settings(training_args: MSMNTrainingArguments, data) -> MSMNTrainingArguments:
+    """The Trainer's arguments as the data call for: without dev, no epoch selection; P@k with k at least the
+    number of codes cannot tell epochs apart, so micro_auc selects; the Hub upload is done once, at the end."""
+    changes = {"push_to_hub": False}
     if "validation" not in data.splits:
-        training_args.eval_strategy, training_args.load_best_model_at_end = "no", False
+        changes.update(eval_strategy="no", load_best_model_at_end=False)
     selection = training_args.metric_for_best_model or ""
     if selection.startswith("precision_at_") and int(selection.rsplit("_", 1)[1]) >= len(data.codes):
         logger.warning("%s cannot tell models apart with %d codes: selecting the best epoch by micro_auc", selection, len(data.codes))
-        training_args.metric_for_best_model = "micro_auc"
-    return data
+        changes["metric_for_best_model"] = "micro_auc"
+    return dataclasses.replace(training_args, **changes)
 
 
 def candidates(data_args: DataArguments, training_args: MSMNTrainingArguments, settings: MSMNConfig, data):
@@ -176,9 +184,9 @@ def evaluate(trainer, encoded, data) -> tuple[dict, dict]:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     data_args, training_args = setup(sys.argv[1:] if argv is None else argv)
-    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False  # pushed once, at the end
     settings = model_config(data_args.config_overrides)  # checked before the data are built
-    data = load_data(data_args, training_args, settings)
+    data = load_data(data_args, settings)
+    push_to_hub, training_args = training_args.push_to_hub, trainer_settings(training_args, data)
     candidate_terms, code_system, extra_negative_codes = candidates(data_args, training_args, settings, data)
     tokenizer, model = build_model(data_args, training_args, settings, data, candidate_terms)
     config = model.config
