@@ -22,6 +22,7 @@ much. Synonym vectors are computed once and reused for every note (the model cac
 weights do not change).
 """
 
+import dataclasses
 import logging
 import re
 from pathlib import Path
@@ -71,6 +72,26 @@ def evidence_spans(token_weights: np.ndarray, num_spans: int, max_span_tokens: i
             first, last = min(first, position), max(last, position)
         spans.append((first, last))
     return spans
+
+
+@dataclasses.dataclass
+class CodeScores:
+    """One scoring of a batch of notes, by the label set or by the candidate ranker.
+
+    scores: (B, S) what ranks and thresholds the codes (the label set: probabilities; candidates: the
+        ranker's score); probabilities: (B, S) MSMN's probability of each scored code; order: (B, S), or
+        (B, c) for asked codes: code indices, best first; num_scored: how many codes a note can be given;
+        threshold: the default threshold on `scores`; note_states: (B, N, d), for the evidence; ranker:
+        the candidate ranker (None for the label set), whose codes' attention queries the evidence needs.
+    """
+
+    scores: torch.Tensor
+    probabilities: torch.Tensor
+    order: torch.Tensor
+    num_scored: int
+    threshold: float
+    note_states: torch.Tensor
+    ranker: CandidateRanker | None = None
 
 
 def check_vocabulary(config, tokenizer) -> None:
@@ -268,7 +289,7 @@ class ICDCodingPipeline(Pipeline):
         ranked = candidates == "all" or (codes is not None and any(c not in self.model.config.label2id for c in codes))
         scoring = (self._candidate_scores(input_ids, attention_mask, codes, operating_point) if ranked
                    else self._label_set_scores(input_ids, attention_mask, codes))
-        scores, order, num_scored = scoring["scores"], scoring["order"], scoring["num_scored"]
+        scores, order, num_scored = scoring.scores, scoring.order, scoring.num_scored
 
         # The predicted codes of each note, best first, padded with -1: (B, K)
         if codes is not None:
@@ -276,22 +297,22 @@ class ICDCodingPipeline(Pipeline):
         elif top_k is not None:
             num_predicted = torch.full((len(order),), min(top_k, num_scored), device=order.device)
         else:
-            threshold = scoring["threshold"] if threshold is None else threshold
+            threshold = scoring.threshold if threshold is None else threshold
             num_predicted = (scores > threshold).sum(dim=1).clamp(max=num_scored)
         # a note without words gets no codes (its scores would depend on the batch's padding)
         num_predicted = num_predicted * (num_tokens > 0)
         max_predicted = int(num_predicted.max())
         code_indices = order[:, :max_predicted].clone()
         code_indices[torch.arange(max_predicted, device=order.device) >= num_predicted[:, None]] = -1
-        token_weights, synonym_shares = self._evidence(scoring["note_states"], attention_mask, code_indices,
-                                                       num_predicted, scoring["synonym_queries"])
+        token_weights, synonym_shares = self._evidence(scoring.note_states, attention_mask, code_indices,
+                                                       num_predicted, scoring.ranker)
         # each prediction's column in scores: its code's, or with asked candidates its position
         columns = (torch.arange(max_predicted).expand_as(code_indices) if ranked and codes is not None
                    else code_indices.clamp(min=0))
         return {
             "code_indices": code_indices,
             "code_scores": scores.gather(1, columns),  # (B, K)
-            "code_probabilities": scoring["probabilities"].gather(1, columns),
+            "code_probabilities": scoring.probabilities.gather(1, columns),
             "ranked": torch.full((len(code_indices),), ranked),
             "token_weights": token_weights,
             "synonym_shares": synonym_shares,
@@ -303,21 +324,21 @@ class ICDCodingPipeline(Pipeline):
             "short_note": model_inputs["short_note"],
         }
 
-    def _label_set_scores(self, input_ids, attention_mask, codes) -> dict:
-        """The label set's probabilities (B, C) as scores, the codes by probability (or the asked ones)."""
+    def _label_set_scores(self, input_ids, attention_mask, codes) -> "CodeScores":
+        """The label set's probabilities (B, C) as scores, the codes by logit (or the asked ones): float32
+        probabilities are exactly 1.0 above a logit of about 16.6, so they cannot order confident codes."""
         msmn = self.model.msmn
-        code_encoding = msmn.code_encoding()  # cached across notes while the weights stay the same
-        outputs = msmn(input_ids, attention_mask=attention_mask, code_encoding=code_encoding)
-        probabilities = torch.sigmoid(self.model.score(outputs.code_representations, outputs.code_vectors))
-        order = probabilities.argsort(dim=1, descending=True, stable=True)
+        outputs = msmn(input_ids, attention_mask=attention_mask, code_encoding=msmn.code_encoding())
+        logits = self.model.score(outputs.code_representations, outputs.code_vectors)
+        order = logits.argsort(dim=1, descending=True, stable=True)
         if codes is not None:  # the asked codes, in their order
             label2id = self.model.config.label2id
             order = torch.tensor([label2id[code] for code in codes], device=order.device).expand(len(order), -1)
-        return {"scores": probabilities, "probabilities": probabilities, "order": order,
-                "num_scored": probabilities.shape[1], "threshold": self.model.config.threshold,
-                "note_states": outputs.note_states, "synonym_queries": lambda indices: code_encoding.synonym_queries[indices]}
+        probabilities = torch.sigmoid(logits)
+        return CodeScores(probabilities, probabilities, order, probabilities.shape[1], self.model.config.threshold,
+                          outputs.note_states)
 
-    def _candidate_scores(self, input_ids, attention_mask, codes, operating_point) -> dict:
+    def _candidate_scores(self, input_ids, attention_mask, codes, operating_point) -> "CodeScores":
         """Every candidate's score (B, L + E) under the operating point, MSMN's probability where it re-scored
         a code, the candidates by score; or those of the asked codes (B, c), in their order."""
         ranker = self.candidate_ranker()
@@ -327,22 +348,23 @@ class ICDCodingPipeline(Pipeline):
         scores = ranking.scores
         order = scores.argsort(dim=1, descending=True, stable=True) if asked is None else asked.expand(len(scores), -1)
         num_extra = len(ranker.extra_codes)
-        return {"scores": scores, "probabilities": torch.sigmoid(ranking.msmn_logits), "order": order,
-                "num_scored": ranker.num_labels + min(point.shortlist_size or num_extra, num_extra),
-                "threshold": point.threshold, "note_states": ranking.note_states,
-                "synonym_queries": lambda indices: ranker.synonym_queries(self.model, indices)}
+        return CodeScores(scores, torch.sigmoid(ranking.msmn_logits), order,
+                          ranker.num_labels + min(point.shortlist_size or num_extra, num_extra), point.threshold,
+                          ranking.note_states, ranker)
 
-    def _evidence(self, note_states, attention_mask, code_indices, num_predicted, synonym_queries):
-        """(token weights (B, K, N), synonym shares (B, K, M)) of each note's predicted codes;
-        `synonym_queries` gives the attention queries (k, M, d/M) of code indices."""
+    def _evidence(self, note_states, attention_mask, code_indices, num_predicted, ranker):
+        """(token weights (B, K, N), synonym shares (B, K, M)) of each note's predicted codes, whose attention
+        queries (k, M, d/M) come from the model's code encoding, or from `ranker` for candidate indices."""
         batch_size, max_predicted = code_indices.shape
         token_weights = note_states.new_zeros(batch_size, max_predicted, note_states.shape[1])
         synonym_shares = note_states.new_zeros(batch_size, max_predicted, self.model.config.num_synonyms)
         for note, count in enumerate(num_predicted.tolist()):
             for first in range(0, count, EVIDENCE_CODES_PER_CALL):  # bounds memory when many codes are asked for
                 codes = code_indices[note, first : min(count, first + EVIDENCE_CODES_PER_CALL)]
+                queries = (ranker.synonym_queries(self.model, codes) if ranker is not None
+                           else self.model.msmn.code_encoding().synonym_queries[codes])
                 weights, shares = self.model.msmn.attention.evidence(
-                    note_states[note : note + 1], attention_mask[note : note + 1], synonym_queries(codes)
+                    note_states[note : note + 1], attention_mask[note : note + 1], queries
                 )
                 token_weights[note, first : first + len(codes)] = weights[0]
                 synonym_shares[note, first : first + len(codes)] = shares[0]
