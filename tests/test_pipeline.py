@@ -271,3 +271,15 @@ def test_short_notes_and_full_width_text_are_flagged(tokenizer, tmp_path, monkey
     lines = [json.loads(line) for line in (tmp_path / "codes.jsonl").read_text().splitlines()]
     assert [line.get("short_note") for line in lines] == [True, None]
     assert (tmp_path / "report.html").read_text().count('<p class="short">A short note') == 1
+
+
+def test_top_k_orders_confident_codes_by_logit(tokenizer):
+    # logits of 20 and more: their float32 probabilities are all exactly 1.0, their logits still differ
+    model = make_model(tokenizer).eval()
+    score = model.score
+    offsets = torch.tensor([30.0, 25.0, 20.0, 35.0])
+    model.score = lambda representations, vectors: score(representations, vectors) + offsets
+    coder = pipeline("icd-coding", model=model, tokenizer=tokenizer, device="cpu")
+    predictions = coder(NOTES[0], top_k=4)
+    assert {p["probability"] for p in predictions} == {1.0}
+    assert [p["code"] for p in predictions] == [CODES[3], CODES[0], CODES[1], CODES[2]]
