@@ -79,17 +79,19 @@ def coding_options(args) -> dict:
     return {name: value for name, value in options.items() if value is not None}
 
 
-def selection(args, coder) -> str:
-    if args.all_codes:
+def selection(coder, options: dict) -> str:
+    """Which codes the report lists, in words, for the coding `options`."""
+    top_k, threshold = options.get("top_k"), options.get("threshold")
+    if options.get("candidates"):
         ranker = coder.candidate_ranker()
-        point_name = args.operating_point or "best_map"
+        point_name = options.get("operating_point", "best_map")
         among = (f"among all {ranker.num_labels + len(ranker.extra_codes):,} {ranker.code_system} candidates "
                  f"(operating point {point_name})")
-        threshold = args.threshold if args.threshold is not None else ranker.point(point_name).threshold
-        return f"the {args.top_k} best codes per note {among}" if args.top_k else f"codes {among} with score above {threshold:.3f}"
-    if args.top_k:
-        return f"the {args.top_k} most probable codes per note"
-    return f"codes with probability above {args.threshold or coder.model.config.threshold:.3f}"
+        threshold = threshold if threshold is not None else ranker.point(point_name).threshold
+        return f"the {top_k} best codes per note {among}" if top_k else f"codes {among} with score above {threshold:.3f}"
+    if top_k:
+        return f"the {top_k} most probable codes per note"
+    return f"codes with probability above {threshold or coder.model.config.threshold:.3f}"
 
 
 def code_in_one_process(coder, notes: Iterator[dict], total: int, args, record: dict) -> None:
@@ -106,7 +108,7 @@ def code_in_one_process(coder, notes: Iterator[dict], total: int, args, record: 
         if not args.html:
             write_codes()
             return
-        header = report_header(Path(args.model).name, total, selection(args, coder)).encode("utf-8")
+        header = report_header(Path(args.model).name, total, selection(coder, options)).encode("utf-8")
 
         def write_report(file):
             file.write(header)
@@ -117,16 +119,16 @@ def code_in_one_process(coder, notes: Iterator[dict], total: int, args, record: 
         write_whole(Path(args.html), write_report)
 
 
-def written_files(args, shard: Shard) -> list[Path]:
-    """The files this process writes: its part under torchrun, --output on rank 0, --html."""
-    output = [Path(args.output)] if args.output and shard.rank == 0 else []
-    part = [shard.part(Path(args.output))] if args.output and shard.world_size > 1 else []
-    return part + output + ([Path(args.html)] if args.html else [])
+def written_files(output: str | None, html: str | None, shard: Shard) -> list[Path]:
+    """The files this process writes: its part under torchrun, --output on rank 0, --html (last)."""
+    own = [Path(output)] if output and shard.rank == 0 else []
+    part = [shard.part(Path(output))] if output and shard.world_size > 1 else []
+    return part + own + ([Path(html)] if html else [])
 
 
-def run_record(args, model_folder: Path) -> dict:
+def run_record(options: dict, model_folder: Path) -> dict:
     """What shapes the output: the checkpoint (its files' hash) and the coding options."""
-    return {"model": checkpoint_identity(model_folder), "options": coding_options(args)}
+    return {"model": checkpoint_identity(model_folder), "options": options}
 
 
 # --- the command ------------------------------------------------------------------------------------------
@@ -172,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     except ValueError as error:  # InputError and the pipeline's bad-argument errors
         sys.exit(f"msmn-code: error: {error}")
     except KeyboardInterrupt:
-        kept = [partial_path(path) for path in written_files(args, shard) if partial_path(path).is_file()]
+        kept = [partial_path(path) for path in written_files(args.output, args.html, shard) if partial_path(path).is_file()]
         print("msmn-code: stopped" + (f"; the notes coded so far are kept in {kept[0]}: run the same command with "
                                       "--resume to continue." if kept and args.output else "."), file=sys.stderr)
         sys.exit(130)
@@ -182,10 +184,10 @@ def code_notes(args, shard: Shard, locks: contextlib.ExitStack) -> None:
     """Checks every input and output, locks the outputs, loads the model, and codes."""
     check_outputs(args)  # before the model loads: bad input fails fast, and nothing is lost
     check_sharding(shard, args.output, args.html, args.notes)
-    for path in written_files(args, shard):
+    for path in written_files(args.output, args.html, shard):
         locks.enter_context(OutputLock(path))
     if args.output and not args.resume:
-        for path in written_files(args, shard)[:-1 if args.html else None]:
+        for path in written_files(args.output, args.html, shard)[:-1 if args.html else None]:
             check_no_stopped_run(path)
     check_note_files(args.notes)
     stdin_note = read_stdin_note(args.notes)
@@ -194,7 +196,7 @@ def code_notes(args, shard: Shard, locks: contextlib.ExitStack) -> None:
     if args.all_codes:
         coder.candidate_ranker()  # the checkpoint carries candidates, or a clear error
     coder([], **coding_options(args))  # checks the options (e.g. a threshold outside (0, 1)) before coding
-    record = run_record(args, Path(args.model)) if args.output else {}
+    record = run_record(coding_options(args), Path(args.model)) if args.output else {}
     notes = read_notes(args.notes, stdin_note)
     if shard.world_size > 1:
         torch.distributed.init_process_group("gloo")
