@@ -37,7 +37,8 @@ import datasets
 
 from .coding_data import CodingData, DataCard, SPLIT_OF, coding_features
 from .errors import InputError
-from .files import fingerprint, read_code_terms
+from .files import read_code_terms
+from .local_files import LocalFilesBuilder, LocalFilesConfig
 from .synonyms import report
 from .synonyms.icd10cm import open_icd10cm_synonyms
 
@@ -185,15 +186,14 @@ def label_set(splits: dict[str, list[dict]], task: str, top_k: int | None, extra
 
 
 @dataclass
-class CodiespConfig(datasets.BuilderConfig):
+class CodiespConfig(LocalFilesConfig):
     task: str = "d"
     top_k: int | None = None
     language: str = "en"
     extra_codes: tuple[str, ...] = ()
-    input_fingerprint: str | None = None
 
 
-class Codiesp(datasets.GeneratorBasedBuilder):
+class Codiesp(LocalFilesBuilder):
     BUILDER_CONFIG_CLASS = CodiespConfig
     BUILDER_CONFIGS = [
         CodiespConfig(name="codiesp-d-50", task="d", top_k=50, description="the 50 most frequent train diagnosis codes"),
@@ -208,10 +208,12 @@ class Codiesp(datasets.GeneratorBasedBuilder):
         if "extra_codes" in kwargs:
             kwargs["extra_codes"] = tuple(sorted(normalize_code(code) for code in kwargs["extra_codes"]))
         self.splits = read_splits(data_dir)
-        if data_dir is not None:
-            files = [path for path in Path(data_dir).expanduser().rglob("*") if path.is_file()]
-            kwargs["input_fingerprint"] = fingerprint(files)
         super().__init__(*args, data_dir=data_dir, **kwargs)
+
+    def find_inputs(self, folder: Path | None) -> dict[str, Path]:
+        """Every file of your own CodiEsp folder; none for the shipped copy."""
+        files = sorted(path for path in folder.rglob("*") if path.is_file()) if folder is not None else []
+        return {str(path.relative_to(folder)): path for path in files}
 
     @functools.cached_property
     def codes(self) -> list[str]:

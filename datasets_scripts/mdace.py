@@ -41,7 +41,8 @@ import datasets
 
 from .coding_data import CodingData, DataCard, SPLIT_OF, coding_features
 from .errors import InputError
-from .files import find_input, fingerprint, read_csv_rows
+from .files import find_input, read_csv_rows
+from .local_files import LocalFilesBuilder, LocalFilesConfig
 from .mimic_iii import admission_id
 
 logger = logging.getLogger(__name__)
@@ -66,13 +67,12 @@ def split_of_admissions() -> dict[int, str]:
 
 
 @dataclass
-class MdaceConfig(datasets.BuilderConfig):
+class MdaceConfig(LocalFilesConfig):
     system: str = "icd9"
     categories: tuple[str, ...] = ("Discharge summary",)
-    input_fingerprint: str | None = None
 
 
-class Mdace(datasets.GeneratorBasedBuilder):
+class Mdace(LocalFilesBuilder):
     VERSION = datasets.Version("1.1.0")  # 1.1: the notes' positions in the joined text
     BUILDER_CONFIG_CLASS = MdaceConfig
     BUILDER_CONFIGS = [
@@ -81,14 +81,15 @@ class Mdace(datasets.GeneratorBasedBuilder):
     ]
     DEFAULT_CONFIG_NAME = "mdace-icd9"
 
-    def __init__(self, *args, data_dir: str | None = None, **kwargs):
-        if data_dir is None:
-            raise InputError("MDACE needs data_dir: your MIMIC-III v1.4 folder (its NOTEEVENTS holds the notes' text).")
-        self.notes_file = find_input(Path(data_dir).expanduser(), "NOTEEVENTS.csv")
-        if "categories" in kwargs:
+    def __init__(self, *args, **kwargs):
+        if "categories" in kwargs:  # a list from a command line; the config holds a tuple
             kwargs["categories"] = tuple(kwargs["categories"])
-        kwargs["input_fingerprint"] = fingerprint([self.notes_file])
-        super().__init__(*args, data_dir=str(Path(data_dir).expanduser()), **kwargs)
+        super().__init__(*args, **kwargs)
+
+    def find_inputs(self, folder: Path | None) -> dict[str, Path]:
+        if folder is None:
+            raise InputError("MDACE needs data_dir: your MIMIC-III v1.4 folder (its NOTEEVENTS holds the notes' text).")
+        return {"notes": find_input(folder, "NOTEEVENTS.csv")}
 
     def _info(self):
         return datasets.DatasetInfo(
@@ -108,14 +109,14 @@ class Mdace(datasets.GeneratorBasedBuilder):
     def note_texts(self, note_ids: set[int]) -> dict[int, str]:
         """ROW_ID → TEXT of the wanted notes, in NOTEEVENTS order."""
         texts = {}
-        for line, row in read_csv_rows(self.notes_file, ["ROW_ID", "TEXT"], progress=True):
-            note_id = admission_id(row["ROW_ID"], self.notes_file, line, "ROW_ID")
+        for line, row in read_csv_rows(self.input_paths["notes"], ["ROW_ID", "TEXT"], progress=True):
+            note_id = admission_id(row["ROW_ID"], self.input_paths["notes"], line, "ROW_ID")
             if note_id in note_ids:
                 texts[note_id] = row["TEXT"]
         missing = sorted(note_ids - set(texts))
         if missing:
             raise InputError(
-                f"{self.notes_file}: {len(missing)} notes that MDACE annotates are missing (ROW_ID {missing[:5]}); "
+                f"{self.input_paths['notes']}: {len(missing)} notes that MDACE annotates are missing (ROW_ID {missing[:5]}); "
                 "MDACE needs the complete MIMIC-III v1.4 NOTEEVENTS."
             )
         return texts
@@ -143,7 +144,7 @@ class Mdace(datasets.GeneratorBasedBuilder):
             for span in note["annotations"]:
                 if not 0 <= span["begin"] < span["end"] <= len(text):
                     raise InputError(
-                        f"{self.notes_file}: MDACE's span [{span['begin']}, {span['end']}) of note ROW_ID {note['note_id']} "
+                        f"{self.input_paths['notes']}: MDACE's span [{span['begin']}, {span['end']}) of note ROW_ID {note['note_id']} "
                         f"(admission {hadm_id}) lies outside that note's {len(text)} characters; MDACE needs the notes "
                         "of MIMIC-III v1.4, unmodified."
                     )

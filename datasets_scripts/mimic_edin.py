@@ -41,7 +41,8 @@ import datasets
 
 from .coding_data import CodingData, DataCard, SPLIT_OF, coding_features
 from .errors import InputError
-from .files import find_input, fingerprint, read_code_terms, read_csv_rows
+from .files import find_input, read_code_terms, read_csv_rows
+from .local_files import LocalFilesBuilder, LocalFilesConfig
 from .icd_codes import format_icd9_code
 from .mimic_iii import DISCHARGE_SUMMARY, admission_id
 from .synonyms.icd10cm import open_icd10cm_synonyms
@@ -79,17 +80,15 @@ def split_lists(file_name: str) -> dict[int, str]:
 
 
 @dataclass
-class MimicEdinConfig(datasets.BuilderConfig):
-    """source: "mimic4" or "mimic3"; icd_version: 9 or 10; split_file: the shipped split list;
-    input_fingerprint: set from the input files, so a changed file gets a new cache."""
+class MimicEdinConfig(LocalFilesConfig):
+    """source: "mimic4" or "mimic3"; icd_version: 9 or 10; split_file: the shipped split list."""
 
     source: str = "mimic4"
     icd_version: int = 10
     split_file: str = "mimiciv_icd10_split.csv.gz"
-    input_fingerprint: str | None = None
 
 
-class MimicEdin(datasets.GeneratorBasedBuilder):
+class MimicEdin(LocalFilesBuilder):
     BUILDER_CONFIG_CLASS = MimicEdinConfig
     BUILDER_CONFIGS = [
         MimicEdinConfig(name="mimic4-icd10", source="mimic4", icd_version=10, split_file="mimiciv_icd10_split.csv.gz",
@@ -101,27 +100,30 @@ class MimicEdin(datasets.GeneratorBasedBuilder):
     ]
     DEFAULT_CONFIG_NAME = "mimic4-icd10"
 
-    def __init__(self, *args, data_dir: str | None = None, note_dir: str | None = None, **kwargs):
-        name = kwargs.get("config_name", self.DEFAULT_CONFIG_NAME)
-        source = next((config.source for config in self.BUILDER_CONFIGS if config.name == name), None)
-        if source is None:
-            raise InputError(f"config {name!r} is unknown; choose one of {[c.name for c in self.BUILDER_CONFIGS]}.")
-        if data_dir is None:
-            raise InputError(f"{name} needs data_dir: your {'MIMIC-IV' if source == 'mimic4' else 'MIMIC-III v1.4'} folder.")
-        files = MIMIC4_FILES if source == "mimic4" else MIMIC3_FILES
-        self.source_name = "MIMIC-IV" if source == "mimic4" else "MIMIC-III"  # in the messages about its files
+    def __init__(self, *args, note_dir: str | None = None, **kwargs):
+        self.config_name = kwargs.get("config_name", self.DEFAULT_CONFIG_NAME)
+        self.source = next((config.source for config in self.BUILDER_CONFIGS if config.name == self.config_name), None)
+        if self.source is None:
+            raise InputError(f"config {self.config_name!r} is unknown; choose one of "
+                             f"{[c.name for c in self.BUILDER_CONFIGS]}.")
+        self.source_name = "MIMIC-IV" if self.source == "mimic4" else "MIMIC-III"  # in the messages about its files
+        self.files = MIMIC4_FILES if self.source == "mimic4" else MIMIC3_FILES
+        self.note_dir = None if note_dir is None else Path(note_dir).expanduser()
+        super().__init__(*args, **kwargs)
+
+    def find_inputs(self, folder: Path | None) -> dict[str, Path]:
+        if folder is None:
+            raise InputError(f"{self.config_name} needs data_dir: your "
+                             f"{'MIMIC-IV' if self.source == 'mimic4' else 'MIMIC-III v1.4'} folder.")
         fix = ("Point data_dir at your MIMIC-IV folder (with hosp/) and note_dir at your MIMIC-IV-Note folder (with "
-               "note/), as downloaded from PhysioNet." if source == "mimic4" else
+               "note/), as downloaded from PhysioNet." if self.source == "mimic4" else
                "Point data_dir at the folder holding your MIMIC-III v1.4 CSV files (as downloaded from PhysioNet).")
-        self.inputs = {}
-        for role, (relative, columns) in files.items():
-            folder = Path(note_dir or data_dir if role == "notes" else data_dir).expanduser() / Path(relative).parent
-            self.inputs[role] = (find_input(folder, Path(relative).name, fix), columns)
-        kwargs["input_fingerprint"] = fingerprint([path for path, _ in self.inputs.values()])
-        super().__init__(*args, data_dir=str(Path(data_dir).expanduser()), **kwargs)
+        return {role: find_input((self.note_dir or folder if role == "notes" else folder) / Path(relative).parent,
+                                 Path(relative).name, fix)
+                for role, (relative, _) in self.files.items()}
 
     def rows(self, role: str, progress: bool = False):
-        path, columns = self.inputs[role]
+        path, columns = self.input_paths[role], self.files[role][1]
         for line, row in read_csv_rows(path, columns, progress=progress, dataset=self.source_name):
             yield path, line, row
 
@@ -146,7 +148,7 @@ class MimicEdin(datasets.GeneratorBasedBuilder):
             if code not in codes[hadm_id]:
                 codes[hadm_id].append(code)
         if empty:
-            logger.info("%s: %d rows without a code or an admission were dropped", self.inputs[role][0].name, empty)
+            logger.info("%s: %d rows without a code or an admission were dropped", self.input_paths[role].name, empty)
         return codes
 
     def discharge_notes(self, hadm_ids: set[int] | None) -> tuple[set[int], dict[int, tuple[int, list[str]]]]:
@@ -208,7 +210,7 @@ class MimicEdin(datasets.GeneratorBasedBuilder):
             if not found:
                 raise InputError(
                     f"{self.config.name}: none of the {listed[split]:,} admissions of the {split} split has both a "
-                    f"discharge note in {self.inputs['notes'][0]} and a code; are these the right files, whole?"
+                    f"discharge note in {self.input_paths['notes']} and a code; are these the right files, whole?"
                 )
         missing = {split: listed[split] - len(examples[split]) for split in SPLITS if listed[split] != len(examples[split])}
         if missing:

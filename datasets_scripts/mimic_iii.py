@@ -34,7 +34,8 @@ import datasets
 from .coding_data import CodingData, DataCard, SPLIT_OF, coding_features
 from .errors import InputError
 from .icd_codes import format_icd9_code
-from .files import find_input, fingerprint, read_code_terms, read_csv_rows
+from .files import find_input, read_code_terms, read_csv_rows
+from .local_files import LocalFilesBuilder, LocalFilesConfig
 
 logger = logging.getLogger(__name__)
 
@@ -73,16 +74,14 @@ def top50_codes() -> list[str]:
 
 
 @dataclass
-class MimicIIIConfig(datasets.BuilderConfig):
-    """setting: "full" or "50"; caml_procedure_codes: procedure codes read as integers, as CAML did;
-    input_fingerprint: set from data_dir's files, so a changed input file gets a new cache."""
+class MimicIIIConfig(LocalFilesConfig):
+    """setting: "full" or "50"; caml_procedure_codes: procedure codes read as integers, as CAML did."""
 
     setting: str = "full"
     caml_procedure_codes: bool = False
-    input_fingerprint: str | None = None
 
 
-class MimicIII(datasets.GeneratorBasedBuilder):
+class MimicIII(LocalFilesBuilder):
     BUILDER_CONFIG_CLASS = MimicIIIConfig
     BUILDER_CONFIGS = [
         MimicIIIConfig(name="mimic3-full", setting="full", description="all 8,929 codes of the CAML splits"),
@@ -90,17 +89,17 @@ class MimicIII(datasets.GeneratorBasedBuilder):
     ]
     DEFAULT_CONFIG_NAME = "mimic3-50"
 
-    def __init__(self, *args, data_dir: str | None = None, **kwargs):
-        if data_dir is None:
+    def __init__(self, *args, **kwargs):
+        self._codes_by_admissions = {}  # hadm_id set → its admissions' codes, read once per builder
+        super().__init__(*args, **kwargs)
+
+    def find_inputs(self, folder: Path | None) -> dict[str, Path]:
+        if folder is None:
             raise InputError(
                 "MimicIII needs data_dir: the folder with your MIMIC-III v1.4 NOTEEVENTS, DIAGNOSES_ICD and "
                 "PROCEDURES_ICD files (.csv or .csv.gz)."
             )
-        folder = Path(data_dir).expanduser()
-        self.input_paths = {name: find_input(folder, name) for name in INPUT_FILES}
-        self._codes_by_admissions = {}  # hadm_id set → its admissions' codes, read once per builder
-        kwargs["input_fingerprint"] = fingerprint(list(self.input_paths.values()))
-        super().__init__(*args, data_dir=str(folder), **kwargs)
+        return {name: find_input(folder, name) for name in INPUT_FILES}
 
     def _admission_codes(self, hadm_ids: frozenset[int]) -> dict[int, list[str]]:
         """The CAML-formatted diagnosis and procedure codes of each listed admission, in file order.
