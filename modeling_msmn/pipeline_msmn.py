@@ -126,6 +126,9 @@ class ICDCodingPipeline(Pipeline):
             terms), and `probability` is None outside the label set.
         operating_point: with candidates, "best_map" (default: the best dev MAP) or "unseen" (the best
             dev MAP that still finds codes absent from training; see docs/all-codes.md).
+        review_threshold: a review band below the threshold: the codes above `review_threshold` are
+            returned, each with `review` (True for those at or below the threshold: candidates for a
+            coder to check; False for the confident ones above it).
         num_evidence: evidence spans per code, at most (default 3).
         max_span_tokens: longest evidence span, in tokens (default 5).
         min_evidence_weight: spans with a smaller share of the code's attention are left out (default 0.01).
@@ -167,7 +170,7 @@ class ICDCodingPipeline(Pipeline):
 
     def _sanitize_parameters(
         self, top_k=None, threshold=None, codes=None, num_evidence=None, max_span_tokens=None, min_evidence_weight=None,
-        note_info=None, candidates=None, operating_point=None,
+        note_info=None, candidates=None, operating_point=None, review_threshold=None,
     ):
         counts = (("top_k", top_k, 1), ("num_evidence", num_evidence, 0), ("max_span_tokens", max_span_tokens, 1))
         for name, value, smallest in counts:
@@ -176,11 +179,12 @@ class ICDCodingPipeline(Pipeline):
                 raise ValueError(f"{name} must be a {kind} integer, got {value!r}.")
         if candidates not in (None, "all"):
             raise ValueError(f"candidates must be 'all' (every candidate code the checkpoint carries), got {candidates!r}.")
-        if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))):
-            raise ValueError(f"threshold must be a number, got {threshold!r}.")
-        if threshold is not None and candidates != "all" and not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold is a probability strictly between 0 and 1, got {threshold!r} (with "
-                             "candidates='all', a threshold on the score).")
+        for name, value in (("threshold", threshold), ("review_threshold", review_threshold)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ValueError(f"{name} must be a number, got {value!r}.")
+            if value is not None and candidates != "all" and not 0.0 < value < 1.0:
+                raise ValueError(f"{name} is a probability strictly between 0 and 1, got {value!r} (with "
+                                 "candidates='all', a threshold on the score).")
         if operating_point is not None:
             self.candidate_ranker().point(operating_point)
         if isinstance(codes, str):
@@ -195,7 +199,7 @@ class ICDCodingPipeline(Pipeline):
                                  f"{' (nor among its candidate codes)' if has_candidates else ''}.")
         # Only what is given: call-time parameters update those given when the pipeline was built.
         forward_params = {"top_k": top_k, "threshold": threshold, "codes": codes, "candidates": candidates,
-                          "operating_point": operating_point}
+                          "operating_point": operating_point, "review_threshold": review_threshold}
         postprocess_params = {
             "num_evidence": num_evidence,
             "max_span_tokens": max_span_tokens,
@@ -282,7 +286,8 @@ class ICDCodingPipeline(Pipeline):
         trained_on = getattr(self.model.config, "training_note_words", None)
         return None if not trained_on else num_words < trained_on["p1"]
 
-    def _forward(self, model_inputs, top_k=None, threshold=None, codes=None, candidates=None, operating_point=None):
+    def _forward(self, model_inputs, top_k=None, threshold=None, codes=None, candidates=None, operating_point=None,
+                 review_threshold=None):
         input_ids, attention_mask = model_inputs["input_ids"], model_inputs["attention_mask"]
         num_tokens = attention_mask.sum(dim=1)  # (B,)
         # every candidate code, or asked codes outside the label set: the checkpoint's ranker
@@ -292,13 +297,17 @@ class ICDCodingPipeline(Pipeline):
         scores, order, num_scored = scoring.scores, scoring.order, scoring.num_scored
 
         # The predicted codes of each note, best first, padded with -1: (B, K)
+        threshold = scoring.threshold if threshold is None else threshold
+        if review_threshold is not None and review_threshold >= threshold:
+            raise ValueError(f"review_threshold ({review_threshold}) must be below the threshold ({threshold:.4f}): the "
+                             "codes between them come for review.")
         if codes is not None:
             num_predicted = torch.full((len(order),), len(codes), device=order.device)
         elif top_k is not None:
             num_predicted = torch.full((len(order),), min(top_k, num_scored), device=order.device)
         else:
-            threshold = scoring.threshold if threshold is None else threshold
-            num_predicted = (scores > threshold).sum(dim=1).clamp(max=num_scored)
+            lowest = threshold if review_threshold is None else review_threshold
+            num_predicted = (scores > lowest).sum(dim=1).clamp(max=num_scored)
         # a note without words gets no codes (its scores would depend on the batch's padding)
         num_predicted = num_predicted * (num_tokens > 0)
         max_predicted = int(num_predicted.max())
@@ -322,6 +331,8 @@ class ICDCodingPipeline(Pipeline):
             "note_words": model_inputs["note_words"],
             "coded_characters": model_inputs["coded_characters"],
             "short_note": model_inputs["short_note"],
+            # with a review band: the threshold at or under which a code comes for review (NaN: no band)
+            "review_at": torch.full((len(code_indices),), float("nan") if review_threshold is None else threshold),
         }
 
     def _label_set_scores(self, input_ids, attention_mask, codes) -> "CodeScores":
@@ -394,7 +405,11 @@ class ICDCodingPipeline(Pipeline):
                 prediction["score"] = float(model_outputs["code_scores"][0, rank])
                 prediction["in_label_set"] = code_index < self.model.config.num_labels
                 probability = probability if prediction["in_label_set"] else None
-            predictions.append({**prediction, "probability": probability, "synonym": synonym, "evidence": evidence})
+            prediction = {**prediction, "probability": probability, "synonym": synonym, "evidence": evidence}
+            review_at = float(model_outputs["review_at"][0])
+            if review_at == review_at:  # a review band was asked for: is this code in it?
+                prediction["review"] = float(model_outputs["code_scores"][0, rank]) <= review_at
+            predictions.append(prediction)
         if note_info:  # how much of the note the model read, beside its codes
             return {"codes": predictions, "note_words": int(model_outputs["note_words"]),
                     "coded_characters": int(model_outputs["coded_characters"]),
