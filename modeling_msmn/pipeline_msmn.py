@@ -25,6 +25,7 @@ weights do not change).
 import dataclasses
 import logging
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 EVIDENCE_CODES_PER_CALL = 256
 LENGTH_BUCKET = 64  # notes are padded to a multiple of this many tokens
+ENDPOINT_REQUIREMENTS = "transformers>=5,<6\ntorch\nsafetensors\nnumpy\n"  # requirements.txt of a checkpoint
 # Characters whose words the tokenizer (the authors' rules: no Unicode folding) cannot find in a vocabulary
 # of ordinary text: full-width forms (U+FF01-FF5E) and Latin ligatures (U+FB00-FB06).
 FULL_WIDTH_OR_LIGATURE = re.compile("[\uff01-\uff5e\ufb00-\ufb06]")
@@ -161,6 +163,11 @@ class ICDCodingPipeline(Pipeline):
         folder = Path(save_directory)
         for weights in folder.glob("*.safetensors"):
             weights.chmod((folder / "config.json").stat().st_mode & 0o777)
+        # what the Hub's Inference Endpoints run for a repository with remote code
+        handler = Path(__file__).with_name("handler.py")
+        if handler.is_file():  # the package's copy (a pipeline loaded as remote code has none beside it)
+            shutil.copyfile(handler, folder / "handler.py")
+        (folder / "requirements.txt").write_text(ENDPOINT_REQUIREMENTS, encoding="utf-8")
 
     def __call__(self, notes, **kwargs):
         if isinstance(notes, list) and not notes:  # no notes, no predictions (the arguments are still checked)
@@ -187,6 +194,13 @@ class ICDCodingPipeline(Pipeline):
                                  "candidates='all', a threshold on the score).")
         if operating_point is not None:
             self.candidate_ranker().point(operating_point)
+        if review_threshold is not None:
+            banded = threshold if threshold is not None else (
+                self.candidate_ranker().point(operating_point or "best_map").threshold if candidates == "all"
+                else self.model.config.threshold)
+            if review_threshold >= banded:
+                raise ValueError(f"review_threshold ({review_threshold}) must be below the threshold ({banded:.4f}): "
+                                 "the codes between them come for review.")
         if isinstance(codes, str):
             raise ValueError(f"codes must be a list of codes, e.g. codes=[{codes!r}], got the string {codes!r}.")
         if codes is not None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
+from huggingface_hub import ModelCard
 from transformers import AutoTokenizer
 
 from datasets_scripts import InputError
@@ -105,3 +106,8 @@ def checkpoint_identity(folder: Path) -> str:
 
 CHECKPOINT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "candidate_codes.json",
                     "candidate_codes.safetensors")
+
+
+def model_card_data(folder: Path):
+    """The metadata of the checkpoint's model card (README.md), or None without one."""
+    return ModelCard.load(folder / "README.md").data if (folder / "README.md").is_file() else None

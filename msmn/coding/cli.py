@@ -35,8 +35,9 @@ from msmn.checkpoints import checkpoint_identity, load_coder
 from msmn.coding.notes import check_note_files, count_notes, read_notes, read_stdin_note
 from msmn.coding.report import Report, report_header
 from msmn.coding.shards import Shard, check_sharding, code_in_shards
-from msmn.coding.writing import code_into, write_output
+from msmn.coding.writing import Coding, code_into, write_output
 from msmn.outputs import OutputLock, partial_path, write_whole
+from msmn.serving.fhir import label_set_system
 
 
 # --- outputs: checked first, locked, written through a .partial file, resumable ---------------------------
@@ -75,7 +76,8 @@ def check_no_stopped_run(path: Path) -> None:
 
 def coding_options(args) -> dict:
     options = {"top_k": args.top_k, "threshold": args.threshold, "num_evidence": args.num_evidence,
-               "candidates": "all" if args.all_codes else None, "operating_point": args.operating_point}
+               "candidates": "all" if args.all_codes else None, "operating_point": args.operating_point,
+               "review_threshold": args.review_threshold}
     return {name: value for name, value in options.items() if value is not None}
 
 
@@ -94,21 +96,19 @@ def selection(coder, options: dict) -> str:
     return f"codes with probability above {threshold or coder.model.config.threshold:.3f}"
 
 
-def code_in_one_process(coder, notes: Iterator[dict], total: int, args, record: dict) -> None:
-    options = coding_options(args)
+def code_in_one_process(coding: Coding, notes: Iterator[dict], total: int, args, record: dict) -> None:
     with tqdm(total=total, unit="notes", file=sys.stderr, disable=args.quiet or not sys.stderr.isatty()) as progress:
 
         def write_codes(report=None):
             if args.output:
-                write_output(Path(args.output), coder, notes, options, args.batch_size, progress, args.resume, record,
-                             report)
+                write_output(Path(args.output), coding, notes, progress, args.resume, record, report)
             else:
-                code_into(sys.stdout.buffer, coder, notes, options, args.batch_size, progress, report)
+                code_into(sys.stdout.buffer, coding, notes, progress, report)
 
         if not args.html:
             write_codes()
             return
-        header = report_header(Path(args.model).name, total, selection(coder, options)).encode("utf-8")
+        header = report_header(Path(args.model).name, total, selection(coding.coder, coding.options)).encode("utf-8")
 
         def write_report(file):
             file.write(header)
@@ -150,6 +150,12 @@ def parse_arguments(argv):
                              "outside its label set included")
     parser.add_argument("--operating-point", help="with --all-codes: best_map (default) or unseen (favours codes "
                                                   "absent from training)")
+    parser.add_argument("--review-threshold", type=float,
+                        help="a review band: also the codes above this, below the threshold, each line's codes marked "
+                             "review: true (for a coder to check) or false (confident)")
+    parser.add_argument("--format", choices=["jsonl", "fhir"], default="jsonl",
+                        help="jsonl: each line the note's id and codes (default); fhir: each line a FHIR R4 Bundle of "
+                             "Condition resources")
     parser.add_argument("--num-evidence", type=int, default=3, help="evidence spans per code (default 3)")
     parser.add_argument("--batch-size", type=int, default=8, help="notes per forward pass (default 8)")
     parser.add_argument("--device", help="torch device, e.g. cuda:0 (default cpu; under torchrun: cuda gives each "
@@ -196,15 +202,16 @@ def code_notes(args, shard: Shard, locks: contextlib.ExitStack) -> None:
     if args.all_codes:
         coder.candidate_ranker()  # the checkpoint carries candidates, or a clear error
     coder([], **coding_options(args))  # checks the options (e.g. a threshold outside (0, 1)) before coding
-    record = run_record(coding_options(args), Path(args.model)) if args.output else {}
+    fhir_system = label_set_system(list(coder.model.config.id2label.values())) if args.format == "fhir" else None
+    coding = Coding(coder, coding_options(args), args.batch_size, fhir_system)
+    record = run_record({**coding.options, "format": args.format}, Path(args.model)) if args.output else {}
     notes = read_notes(args.notes, stdin_note)
     if shard.world_size > 1:
         torch.distributed.init_process_group("gloo")
-        code_in_shards(coder, notes, total, Path(args.output), coding_options(args), args.batch_size, args.resume,
-                       args.quiet, shard, record)
+        code_in_shards(coding, notes, total, Path(args.output), args.resume, args.quiet, shard, record)
         torch.distributed.destroy_process_group()
     else:
-        code_in_one_process(coder, notes, total, args, record)
+        code_in_one_process(coding, notes, total, args, record)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from datasets_scripts import InputError
-from msmn.coding.writing import write_output
+from msmn.coding.writing import Coding, write_output
 from msmn.outputs import write_whole
 
 
@@ -56,13 +56,13 @@ def check_sharding(shard: Shard, output: str | None, html: str | None, notes: li
                          "write the HTML report with one process.")
 
 
-def code_in_shards(coder, notes: Iterator[dict], total: int, output: Path, options: dict, batch_size: int, resume: bool,
-                   quiet: bool, shard: Shard, record: dict) -> None:
+def code_in_shards(coding: Coding, notes: Iterator[dict], total: int, output: Path, resume: bool, quiet: bool,
+                   shard: Shard, record: dict) -> None:
     """Each rank codes its share into its own part file; rank 0 then interleaves the parts into --output,
     so the file is the one a single process writes."""
     share = len(range(shard.rank, total, shard.world_size))
     with tqdm(total=share, unit="notes", file=sys.stderr, disable=quiet or shard.rank or not sys.stderr.isatty()) as progress:
-        write_output(shard.part(output), coder, shard.notes(notes), options, batch_size, progress, resume, record)
+        write_output(shard.part(output), coding, shard.notes(notes), progress, resume, record)
     torch.distributed.barrier()
     if shard.rank == 0:
         parts = [Shard(rank, shard.world_size).part(output) for rank in range(shard.world_size)]

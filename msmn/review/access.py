@@ -1,13 +1,12 @@
 """Who may use the review app and what it leaves behind: logins (checked, slowed after failures, logged
 without passwords), Gradio's request errors logged without the inputs they quote, the app's temporary
-folder (claimed while it runs, swept once its app is gone), and the port it serves."""
+folder (claimed while it runs, swept once its app is gone)."""
 
 import contextvars
 import fcntl
 import os
 import secrets
 import shutil
-import socket
 import sys
 import tempfile
 import threading
@@ -150,13 +149,3 @@ def holds_lock(path: Path) -> bool:
         os.close(descriptor)
 
 
-def check_port(host: str, port: int) -> None:
-    """The address can be served: nothing else listens there."""
-    try:
-        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        with socket.socket(family, kind) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(address)
-    except OSError as error:
-        raise InputError(f"--host {host} --port {port}: cannot serve there ({error.strerror or error}); another program "
-                         "(an msmn-app already running?) may listen on that port: give another --port.") from None

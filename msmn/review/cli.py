@@ -19,22 +19,18 @@ import tempfile
 from pathlib import Path
 
 import torch
-from huggingface_hub import ModelCard, snapshot_download
+from huggingface_hub import snapshot_download
 from huggingface_hub.errors import HFValidationError
 from starlette.middleware import Middleware
 
 from datasets_scripts import InputError
-from msmn.checkpoints import load_coder
-from msmn.review.access import ClientAddress, LoginGuard, check_port, claim_app_folder, logins, silence_gradio_inputs
+from msmn.checkpoints import load_coder, model_card_data
+from msmn.network import check_port
+from msmn.review.access import ClientAddress, LoginGuard, claim_app_folder, logins, silence_gradio_inputs
 from msmn.review.page import PAGE_STYLE, build_page, example_notes, model_summary
 from msmn.review.state import MAX_NOTE_CHARS
 
 MODEL_VARIABLE = "MSMN_MODEL"  # the checkpoint a Space (or `python app.py` without --model) serves
-
-
-def model_card_data(folder: Path):
-    """The metadata of the checkpoint's model card (README.md), or None without one."""
-    return ModelCard.load(folder / "README.md").data if (folder / "README.md").is_file() else None
 
 
 def model_folder(model: str) -> Path:
