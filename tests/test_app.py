@@ -125,6 +125,18 @@ def test_note_checks(tokenizer):
     assert f"from character {note.index('pneumonia')} on (the last 2 words)" in warning
 
 
+def test_the_review_band_marks_the_codes_between_its_bound_and_the_threshold(tokenizer):
+    coder = ICDCodingPipeline(model=make_model(tokenizer).eval(), tokenizer=tokenizer, task="icd-coding")
+    codes, _ = state.suggestions(coder, NOTE, 0.5, 0, review_from=0.01)
+    assert codes and [code["review"] for code in codes] == [code["probability"] <= 0.5 for code in codes]
+    assert [code["code"] for code in codes] == [code["code"] for code in coder(NOTE, threshold=0.01)]
+    review = state.Review(note=NOTE)
+    review.suggest(codes)
+    assert [row[1].startswith("review · ") for row in review.table()] == [code["review"] for code in codes]
+    with pytest.raises(ValueError, match=r"review_threshold \(0.6\) must be below the threshold \(0.5000\)"):
+        state.suggestions(coder, NOTE, 0.5, 0, review_from=0.6)
+
+
 def test_model_folder_errors_name_the_folder(tmp_path):
     with pytest.raises(InputError, match="no-such-folder: no such folder, and no Hub model"):
         review_cli.model_folder(str(tmp_path / "no-such-folder"))  # offline in tests: no download either

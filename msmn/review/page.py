@@ -74,10 +74,10 @@ class ReviewEvents:
                 self.gr.DownloadButton(value=json_file, interactive=json_file is not None),
                 self.gr.DownloadButton(value=csv_file, interactive=csv_file is not None), message)
 
-    def code_note(self, note, threshold, top_k, all_codes, review):
+    def code_note(self, note, threshold, top_k, all_codes, review, review_from=0.0):
         try:
             check_note(note, self.max_note_chars)
-            predictions, warning = suggestions(self.coder, note, threshold, top_k, all_codes)
+            predictions, warning = suggestions(self.coder, note, threshold, top_k, all_codes, review_from)
         except ValueError as error:
             return self.show(Review(session=review.session), f"**{error}**")
         if note != review.note:  # a new note: a new review, in the same session
@@ -87,8 +87,8 @@ class ReviewEvents:
             warning = (warning + " " if warning else "") + "No code above the threshold: lower it, set a top k, or add codes."
         return self.show(review, warning)
 
-    def recode(self, note, threshold, top_k, all_codes, review):
-        return self.code_note(note, threshold, top_k, all_codes, review) if review.note else self.show(review)
+    def recode(self, note, threshold, top_k, all_codes, review, review_from=0.0):
+        return self.code_note(note, threshold, top_k, all_codes, review, review_from) if review.note else self.show(review)
 
     def select(self, review, event):  # event: gr.SelectData, the clicked cell
         review.selected = review.codes[event.index[0]]["code"]
@@ -134,6 +134,7 @@ class ReviewPage:
     code_button: Any
     threshold: Any
     top_k: Any
+    review_from: Any
     all_codes: Any
     query: Any
     found: Any
@@ -167,6 +168,8 @@ def page_layout(gr, threshold: float, summary: str, examples: list[str], candida
             with gr.Column(scale=1):
                 threshold = gr.Slider(0.01, 0.99, value=round(threshold, 3), step=0.001, label="Threshold")
                 top_k = gr.Number(value=0, precision=0, minimum=0, label="Top k (0: use the threshold)", elem_id="top-k")
+                review_from = gr.Number(value=0, minimum=0, maximum=0.99, step=0.01, elem_id="review-from",
+                                        label="Review band from (0: none): codes between it and the threshold, marked review")
                 all_codes = gr.Checkbox(value=False, label=candidates or "", visible=candidates is not None,
                                         elem_id="all-codes")
                 query = gr.Textbox(label="Add a code: search by code or description", elem_id="code-query")
@@ -185,8 +188,8 @@ def page_layout(gr, threshold: float, summary: str, examples: list[str], candida
                     csv_button = gr.DownloadButton("Export CSV", interactive=False, elem_id="export-csv")
             with gr.Column(scale=2):
                 evidence = gr.HTML(label="Evidence", elem_id="evidence-panel")
-    return ReviewPage(blocks, review, note, upload_button, code_button, threshold, top_k, all_codes, query, found,
-                      add_button, message, table, accept_button, reject_button, json_button, csv_button, evidence)
+    return ReviewPage(blocks, review, note, upload_button, code_button, threshold, top_k, review_from, all_codes, query,
+                      found, add_button, message, table, accept_button, reject_button, json_button, csv_button, evidence)
 
 
 def selection_handler(events: ReviewEvents):
@@ -201,11 +204,12 @@ def selection_handler(events: ReviewEvents):
 def connect(page: ReviewPage, events: ReviewEvents) -> None:
     """Each component's events to their handlers (inside the page's Blocks context)."""
     views = page.views()
-    recoding = [page.note, page.threshold, page.top_k, page.all_codes, page.review]
+    recoding = [page.note, page.threshold, page.top_k, page.all_codes, page.review, page.review_from]
     page.code_button.click(events.code_note, recoding, views)
     page.threshold.change(events.recode, recoding, views, trigger_mode="always_last")
     page.all_codes.change(events.recode, recoding, views)
     page.top_k.submit(events.recode, recoding, views)
+    page.review_from.submit(events.recode, recoding, views)
     page.table.select(selection_handler(events), [page.review], views)
     page.accept_button.click(lambda review: events.decide(review, True), [page.review], views)
     page.reject_button.click(lambda review: events.decide(review, False), [page.review], views)

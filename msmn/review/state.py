@@ -68,7 +68,8 @@ class Review:
         return [
             [
                 code["code"],
-                ("unseen · " if code.get("in_label_set") is False else "") + (code["description"] or ""),
+                ("unseen · " if code.get("in_label_set") is False else "") + ("review · " if code.get("review") else "")
+                + (code["description"] or ""),
                 None if code["probability"] is None else round(code["probability"], 3),
                 code["synonym"] or "",
                 status[code["accepted"], code["added"]],
@@ -139,10 +140,12 @@ def check_note(note: str, max_chars: int = MAX_NOTE_CHARS) -> None:
 
 
 def suggestions(coder: ICDCodingPipeline, note: str, threshold: float, top_k: int | None,
-                all_codes: bool = False) -> tuple[list[dict], str]:
+                all_codes: bool = False, review_from: float = 0.0) -> tuple[list[dict], str]:
     """(the model's codes for the note, '' or warnings: the model read only the note's beginning, or the
     note is much shorter than those the model was trained on). With `all_codes`, every candidate code of
     the checkpoint is ranked (above the score threshold chosen on dev, or the top k), not only the label set.
+    With `review_from` (a probability below the threshold), the codes between it and the threshold come
+    too, marked for review.
 
     Raises ValueError for a note without any word: there is nothing to code.
     """
@@ -150,6 +153,8 @@ def suggestions(coder: ICDCodingPipeline, note: str, threshold: float, top_k: in
         options = {"candidates": "all", **({"top_k": int(top_k)} if top_k else {})}
     else:
         options = {"top_k": int(top_k)} if top_k else {"threshold": threshold}
+        if review_from:
+            options["review_threshold"] = review_from
     coded = coder(note, note_info=True, **options)  # the pipeline says how much of the note it read
     max_tokens = coder.model.config.max_note_tokens
     if coded["note_words"] == 0:
