@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from msmn.serving.batching import DynamicBatcher
 from msmn.serving.fhir import bundle
@@ -95,6 +96,11 @@ def create_app(batcher: DynamicBatcher, model: dict, label_system: str, tokens: 
     async def refused(request: Request, problem: InputProblem):
         headers = {"WWW-Authenticate": "Bearer"} if problem.status == 401 else None
         return JSONResponse({"detail": [{"loc": [problem.field], "msg": problem.message}]}, problem.status, headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException):  # e.g. a body that is not JSON, a wrong path
+        field = {400: "body", 404: "path", 405: "method"}.get(error.status_code, "request")
+        return JSONResponse({"detail": [{"loc": [field], "msg": str(error.detail)}]}, error.status_code, error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError):  # without the input: it may be a note
