@@ -41,7 +41,7 @@ def test_no_history_in_the_code_or_the_docs():
     history = re.compile(r"\bissue \d+|\bspec §|§\d|reference_code|\b20\d\d-\d\d-\d\d\b|"
                          r"(January|February|March|April|May|June|July|August|September|October|November|December) 20\d\d|"
                          r"\bcommit [0-9a-f]{7}|\bour (CPU|machine|notes)\b")
-    files = [*PAGES, *ROOT.glob("*.py"), *ROOT.glob("*/*.py"), *ROOT.glob("metrics/*/*.py"), ROOT / "presets" / "README.md"]
+    files = [*PAGES, *ROOT.glob("*.py"), *ROOT.glob("*/*.py"), *ROOT.glob("msmn/**/*.py"), ROOT / "presets" / "README.md"]
     files = [path for path in files if ".venv" not in path.parts and path != Path(__file__).resolve()]
     found = [f"{path.relative_to(ROOT)}:{number}" for path in files
              for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if history.search(line)]
