@@ -485,7 +485,7 @@ def test_command_line_wins_over_the_preset_also_with_a_default_value():
 
 def test_a_preset_key_that_is_no_argument_is_named(tmp_path, monkeypatch):
     (tmp_path / "typo.json").write_text(json.dumps({"dataset": "codiesp", "learning_rat": 0.1}))
-    monkeypatch.setattr(train, "PRESETS", tmp_path)
+    monkeypatch.setattr("msmn.training.arguments.PRESETS", tmp_path)
     with pytest.raises(InputError, match=r"preset typo: \['learning_rat'\] are not arguments of train.py"):
         parse_arguments(["--preset", "typo"])
 
