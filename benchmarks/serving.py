@@ -1,9 +1,10 @@
-"""`msmn-serve` under load: 16 concurrent clients for 60 s, each posting one CodiEsp test report at a time
-(`top_k` 5), against one server on the CPU. Prints notes/s, p50/p95 latency, errors, answers that differ
-from the pipeline's codes for their own note (cross-talk), and the server's resident memory at start
-and end; then `msmn-code`'s notes/s on the same reports, for comparison. The load is printed too.
+"""`msmn-serve` under load: 1, then 16 concurrent clients for 60 s each, every client posting one CodiEsp
+test report at a time (`top_k` 5), against one server on the CPU. Prints, per run, notes/s, p50/p95
+latency, errors, answers that differ from the pipeline's codes for their own note (cross-talk), and the
+server's resident memory every 10 s; then `msmn-code`'s notes/s on the same reports (model loading
+included), for comparison. The load is printed too.
 
-    python benchmarks/serving.py msmn-codiesp-d-50 [--clients 16] [--seconds 60]
+    python benchmarks/serving.py msmn-codiesp-d-50 [--clients 1 16] [--seconds 60]
 """
 
 import argparse
@@ -43,8 +44,9 @@ def post(url: str, token: str, note: str) -> list[str]:
         return [code["code"] for code in json.loads(response.read())["results"][0]["codes"]]
 
 
-def load(url: str, token: str, notes: list[str], expected: list[list[str]], clients: int, seconds: float) -> dict:
-    latencies, errors, cross_talk = [], [], [0]
+def load(url: str, token: str, notes: list[str], expected: list[list[str]], clients: int, seconds: float,
+         server: int) -> dict:
+    latencies, errors, cross_talk, memory = [], [], [0], [resident_mib(server)]
     deadline = time.monotonic() + seconds
 
     def client(index: int):
@@ -64,11 +66,15 @@ def load(url: str, token: str, notes: list[str], expected: list[list[str]], clie
     threads = [threading.Thread(target=client, args=(index,)) for index in range(clients)]
     for thread in threads:
         thread.start()
+    while time.monotonic() < deadline:
+        time.sleep(min(10, max(0, deadline - time.monotonic())))
+        memory.append(resident_mib(server))
     for thread in threads:
         thread.join()
     quantiles = statistics.quantiles(latencies, n=20)
-    return {"notes_per_s": len(latencies) / seconds, "p50_ms": 1000 * statistics.median(latencies),
-            "p95_ms": 1000 * quantiles[18], "answers": len(latencies), "errors": len(errors), "cross_talk": cross_talk[0]}
+    return {"clients": clients, "notes_per_s": len(latencies) / seconds, "p50_ms": 1000 * statistics.median(latencies),
+            "p95_ms": 1000 * quantiles[18], "answers": len(latencies), "errors": len(errors), "cross_talk": cross_talk[0],
+            "server_mib_every_10_s": memory}
 
 
 def bulk_notes_per_s(model: str, notes: list[str]) -> float:
@@ -84,7 +90,7 @@ def bulk_notes_per_s(model: str, notes: list[str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="a checkpoint folder trained on codiesp-d-50")
-    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--seconds", type=float, default=60)
     args = parser.parse_args()
     notes = list(datasets_scripts.load("codiesp", config="codiesp-d-50").splits["test"]["text"])
@@ -102,14 +108,13 @@ def main() -> None:
                 break
             except OSError:
                 time.sleep(0.5)
-        start_memory = resident_mib(server.pid)
-        result = load(f"http://127.0.0.1:{port}/v1/code", token, notes, expected, args.clients, args.seconds)
-        result.update(server_mib_start=start_memory, server_mib_end=resident_mib(server.pid))
+        for clients in args.clients:
+            result = load(f"http://127.0.0.1:{port}/v1/code", token, notes, expected, clients, args.seconds, server.pid)
+            print(json.dumps({key: round(value, 1) if isinstance(value, float) else value for key, value in result.items()}))
     finally:
         server.terminate()
         os.unlink(tokens.name)
-    result["msmn_code_notes_per_s"] = bulk_notes_per_s(args.model, notes)
-    print(json.dumps({key: round(value, 1) if isinstance(value, float) else value for key, value in result.items()}))
+    print(json.dumps({"msmn_code_notes_per_s": round(bulk_notes_per_s(args.model, notes), 1)}))
     print(f"load {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs")
 
 
