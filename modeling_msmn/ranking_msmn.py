@@ -207,6 +207,17 @@ class CandidateRanker:
         """Every candidate: the label set in label order, then the extra codes."""
         return [config.id2label[index] for index in range(config.num_labels)] + self.extra_codes
 
+    @property
+    def num_candidates(self) -> int:
+        """How many codes the ranker ranks: the label set and the extra codes."""
+        return self.num_labels + len(self.extra_codes)
+
+    def code_table(self, config) -> tuple[list[str], list[str], list[list[str]]]:
+        """(codes, descriptions, terms) of every candidate, the label set first, as `codes` orders them."""
+        descriptions = list(config.code_descriptions or [""] * config.num_labels) + list(self.extra_descriptions)
+        terms = list(config.code_terms or [[description] for description in descriptions[: config.num_labels]])
+        return self.codes(config), descriptions, terms + list(self.extra_terms)
+
     def point(self, name: str) -> OperatingPoint:
         if name not in self.operating_points:
             raise ValueError(f"operating_point {name!r}: this checkpoint stores {sorted(self.operating_points)}.")

@@ -87,7 +87,7 @@ def selection(coder, options: dict) -> str:
     if options.get("candidates"):
         ranker = coder.candidate_ranker()
         point_name = options.get("operating_point", "best_map")
-        among = (f"among all {ranker.num_labels + len(ranker.extra_codes):,} {ranker.code_system} candidates "
+        among = (f"among all {ranker.num_candidates:,} {ranker.code_system} candidates "
                  f"(operating point {point_name})")
         threshold = threshold if threshold is not None else ranker.point(point_name).threshold
         return f"the {top_k} best codes per note {among}" if top_k else f"codes {among} with score above {threshold:.3f}"

@@ -25,7 +25,7 @@ def candidates_switch(coder: ICDCodingPipeline) -> str | None:
     if not coder.has_candidates():
         return None
     ranker = coder.candidate_ranker()
-    return (f"All {ranker.code_system} ({ranker.num_labels + len(ranker.extra_codes):,} codes; those outside the "
+    return (f"All {ranker.code_system} ({ranker.num_candidates:,} codes; those outside the "
             f"{ranker.num_labels:,} trained on marked unseen, ranked at the dev-chosen threshold or the top k)")
 
 

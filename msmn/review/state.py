@@ -174,13 +174,11 @@ def suggestions(coder: ICDCodingPipeline, note: str, threshold: float, top_k: in
 def code_search(coder: ICDCodingPipeline) -> CodeSearch:
     """The search of the add-a-code box: the label set's codes, and every candidate the checkpoint carries."""
     config = coder.model.config
-    codes, descriptions = list(config.id2label.values()), config.code_descriptions or [""] * config.num_labels
-    terms = config.code_terms or [[description] for description in descriptions]
     if coder.has_candidates():
-        ranker = coder.candidate_ranker()
-        codes, terms = codes + ranker.extra_codes, terms + ranker.extra_terms
-        descriptions = descriptions + ranker.extra_descriptions
-    return CodeSearch(codes, terms, descriptions)
+        codes, descriptions, terms = coder.candidate_ranker().code_table(config)
+        return CodeSearch(codes, terms, descriptions)
+    codes = [config.id2label[index] for index in range(config.num_labels)]
+    return CodeSearch(codes, config.code_terms, config.code_descriptions)
 
 
 def write_exports(review: Review, exports: Path) -> tuple[str | None, str | None]:

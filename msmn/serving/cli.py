@@ -76,7 +76,7 @@ def model_description(coder, folder: Path) -> dict:
     }
     if coder.has_candidates():
         ranker = coder.candidate_ranker()
-        description["candidates"] = {"code_system": ranker.code_system, "count": len(codes) + len(ranker.extra_codes),
+        description["candidates"] = {"code_system": ranker.code_system, "count": ranker.num_candidates,
                                      "operating_points": sorted(ranker.operating_points)}
     return description
 
