@@ -26,11 +26,22 @@ from .files import find_input, fingerprint, write_atomically
 from .mimic_iii import MimicIII
 from .synonyms import report
 from .synonyms.icd9 import TITLE_FILES, open_icd9_synonyms, read_icd9_titles
-from .synonyms.umls import umls_synonyms
+from .synonyms.umls import check_mrconso_path, umls_synonyms
 
 
 def write_json(path: Path, content) -> None:
-    write_atomically(path, lambda file: file.write(json.dumps(content, ensure_ascii=False, indent=1).encode("utf-8")))
+    try:
+        write_atomically(path, lambda file: file.write(json.dumps(content, ensure_ascii=False, indent=1).encode("utf-8")))
+    except OSError as error:  # nothing is left behind: write_atomically removes its .partial
+        raise InputError(f"{path}: cannot be written ({error.strerror or type(error).__name__}).") from None
+
+
+def check_output(path: Path) -> None:
+    """--output names a file that can be written, before any work."""
+    if path.is_dir():
+        raise InputError(f"--output {path}: a folder; give a file name (e.g. {path / 'terms.json'}).")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise InputError(f"--output {path}: {path.parent} is a file, not a folder.")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -44,37 +55,44 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, required=True)
     args = parser.parse_args(argv)
-    if args.codiesp:
-        builder = Codiesp(config_name=args.codiesp, language=args.language)
-        synonyms, summary = codiesp_terms(builder, args.num_synonyms, args.seed)
-        write_json(args.output, synonyms)
-        print(json.dumps(summary, indent=1))
-        return
-    if args.mimic_dir is None:
+    if args.mimic_dir is None and not args.codiesp:
         parser.error("give --mimic-dir (MIMIC-III codes) or --codiesp (CodiEsp codes)")
     try:
-        builder = MimicIII(config_name=f"mimic3-{args.setting}", data_dir=str(args.mimic_dir))
-        inputs = [*builder.input_paths.values(), *(find_input(args.mimic_dir, name) for name in TITLE_FILES)]
-        inputs += [args.mrconso] if args.mrconso else []
-        source = "umls" if args.mrconso else "open-icd9"
-        cached = Path(datasets.config.HF_DATASETS_CACHE) / "msmn_code_synonyms" / (
-            f"{source}-{args.setting}-seed{args.seed}-{fingerprint([p for p in inputs if p.is_file()])}.json"
-        )
-        if args.mrconso and not args.mrconso.is_file():
-            raise InputError(f"{args.mrconso}: no such file; give the MRCONSO.RRF of your UMLS release.")
-        if cached.is_file():
-            synonyms = json.loads(cached.read_text(encoding="utf-8"))
-        else:
-            long_titles, short_titles = read_icd9_titles(args.mimic_dir)
-            if args.mrconso:
-                synonyms = umls_synonyms(builder.codes, long_titles, args.mrconso, args.seed)
-            else:
-                synonyms = open_icd9_synonyms(builder.codes, long_titles, short_titles, args.seed)
-            write_json(cached, synonyms)
+        check_output(args.output)
+        if args.codiesp:
+            synonyms, summary = codiesp_terms(Codiesp(config_name=args.codiesp, language=args.language),
+                                              args.num_synonyms, args.seed)
+            write_json(args.output, synonyms)
+            print(json.dumps(summary, indent=1))
+            return
+        synonyms = mimic_synonyms(args.mimic_dir, args.setting, args.mrconso, args.seed)
+        write_json(args.output, synonyms)
     except InputError as error:
         sys.exit(f"error: {error}")
-    write_json(args.output, synonyms)
     print(json.dumps(report(synonyms), indent=1))
+
+
+def mimic_synonyms(mimic_dir: Path, setting: str, mrconso: Path | None, seed: int) -> dict[str, list[str]]:
+    """The synonyms of a MIMIC-III setting's codes (UMLS with `mrconso`, else the open ICD-9 titles), from the
+    cache when its inputs have not changed."""
+    if mrconso:
+        check_mrconso_path(mrconso)
+    builder = MimicIII(config_name=f"mimic3-{setting}", data_dir=str(mimic_dir))
+    inputs = [*builder.input_paths.values(), *(find_input(mimic_dir, name) for name in TITLE_FILES)]
+    inputs += [mrconso] if mrconso else []
+    source = "umls" if mrconso else "open-icd9"
+    cached = Path(datasets.config.HF_DATASETS_CACHE) / "msmn_code_synonyms" / (
+        f"{source}-{setting}-seed{seed}-{fingerprint([p for p in inputs if p.is_file()])}.json"
+    )
+    if cached.is_file():
+        return json.loads(cached.read_text(encoding="utf-8"))
+    long_titles, short_titles = read_icd9_titles(mimic_dir)
+    if mrconso:
+        synonyms = umls_synonyms(builder.codes, long_titles, mrconso, seed)
+    else:
+        synonyms = open_icd9_synonyms(builder.codes, long_titles, short_titles, seed)
+    write_json(cached, synonyms)
+    return synonyms
 
 
 if __name__ == "__main__":

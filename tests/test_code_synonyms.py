@@ -1,6 +1,7 @@
 """Code synonyms from an MRCONSO-shaped fixture (UMLS is licensed: none of it is in the repo) and
 from the open sources, on real ICD-9-CM titles and ICD-10-CM entries."""
 
+import gzip
 import json
 
 import pytest
@@ -88,6 +89,44 @@ def test_mrconso_with_wrong_field_count(tmp_path):
         umls_synonyms(["428.0"], DESCRIPTIONS, tmp_path / "missing.RRF")
 
 
+def damaged_mrconso(folder, name):
+    """An MRCONSO damaged as `name` says, in `folder`; its path."""
+    path = folder / ("MRCONSO.RRF.gz" if name == "gzipped" else "MRCONSO.RRF")
+    whole = "".join(MRCONSO).encode("utf-8")
+    contents = {
+        "field_missing": MRCONSO[0] + MRCONSO[1].replace("|MSH|", "|", 1),  # 17 fields, still '|'-terminated
+        "not_utf8": MRCONSO[0] + MRCONSO[-1].replace("résidential", "r\udce9sidential"),
+        "empty": "",
+        "no_icd9_row": "".join(line for line in MRCONSO if "|ICD9CM|" not in line),
+        "cut_gzip": None,
+    }
+    if name == "gzipped":
+        path.write_bytes(gzip.compress(whole))
+    elif name == "cut_gzip":
+        path = folder / "MRCONSO.RRF.gz"
+        path.write_bytes(gzip.compress(whole)[:40])
+    else:
+        path.write_bytes(contents[name].encode("utf-8", "surrogateescape"))
+    return path
+
+
+@pytest.mark.parametrize("name, message", [
+    ("field_missing", r"MRCONSO.RRF, line 2: 17 '\|'-separated fields, expected 18, each followed by '\|'"),
+    ("not_utf8", r"MRCONSO.RRF, line 2: not UTF-8 text"),
+    ("empty", r"MRCONSO.RRF: holds no row of ICD9CM \(0 lines read\)"),
+    ("no_icd9_row", r"MRCONSO.RRF: holds no row of ICD9CM \(8 lines read\)"),
+    ("cut_gzip", r"MRCONSO.RRF.gz: the gzip stream is cut short or corrupt"),
+])
+def test_a_damaged_mrconso_is_named_with_its_line(tmp_path, name, message):
+    with pytest.raises(InputError, match=message):
+        umls_synonyms(["428.0"], DESCRIPTIONS, damaged_mrconso(tmp_path, name))
+
+
+def test_a_gzipped_mrconso_reads_as_the_plain_one(tmp_path, mrconso):
+    codes = sorted(DESCRIPTIONS)
+    assert umls_synonyms(codes, DESCRIPTIONS, damaged_mrconso(tmp_path, "gzipped")) == umls_synonyms(codes, DESCRIPTIONS, mrconso)
+
+
 def test_open_icd9_titles(tmp_path):
     header = "ROW_ID,ICD9_CODE,SHORT_TITLE,LONG_TITLE\n"
     (tmp_path / "D_ICD_DIAGNOSES.csv").write_text(
@@ -147,3 +186,14 @@ def test_command_line_writes_json_report_and_cache(tmp_path, mrconso, capsys, mo
     assert reads == [mrconso] and "cardiac failure congestive" in json.loads((tmp_path / "again.json").read_text())["428.0"]
     with pytest.raises(SystemExit, match="missing.RRF: no such file"):
         main(["--mimic-dir", str(tmp_path), "--mrconso", str(tmp_path / "missing.RRF"), "--output", str(tmp_path / "x.json")])
+    (tmp_path / "umls" / "META").mkdir(parents=True)
+    (tmp_path / "umls" / "META" / "MRCONSO.RRF").write_text(mrconso.read_text())
+    (tmp_path / "terms").mkdir()
+    for arguments, message in [
+        (["--mrconso", str(tmp_path / "umls")], r"umls: a folder; give the MRCONSO.RRF file itself \(.*META/MRCONSO.RRF is there\)"),
+        (["--mrconso", str(mrconso), "--output", str(tmp_path / "terms")], r"--output .*terms: a folder; give a file name"),
+        (["--mrconso", str(mrconso), "--output", str(tmp_path / "out.json" / "x.json")], r"out.json is a file, not a folder"),
+    ]:
+        with pytest.raises(SystemExit, match=message):
+            main(["--mimic-dir", str(tmp_path), "--output", str(tmp_path / "y.json"), *arguments])
+    assert not list(tmp_path.rglob("*.partial")) and not (tmp_path / "y.json").exists()
