@@ -24,6 +24,7 @@ weights do not change).
 
 import dataclasses
 import logging
+import math
 import re
 import shutil
 from pathlib import Path
@@ -94,6 +95,13 @@ class CodeScores:
     threshold: float
     note_states: torch.Tensor
     ranker: CandidateRanker | None = None
+
+
+def check_review_band(review_threshold: float | None, threshold: float) -> None:
+    """A review band lies below the threshold it bands."""
+    if review_threshold is not None and review_threshold >= threshold:
+        raise ValueError(f"review_threshold ({review_threshold}) must be below the threshold ({threshold:.4f}): the "
+                         "codes between them come for review.")
 
 
 def check_vocabulary(config, tokenizer) -> None:
@@ -194,13 +202,10 @@ class ICDCodingPipeline(Pipeline):
                                  "candidates='all', a threshold on the score).")
         if operating_point is not None:
             self.candidate_ranker().point(operating_point)
-        if review_threshold is not None:
-            banded = threshold if threshold is not None else (
+        if review_threshold is not None:  # checked here, before any work, against the threshold in force
+            check_review_band(review_threshold, threshold if threshold is not None else (
                 self.candidate_ranker().point(operating_point or "best_map").threshold if candidates == "all"
-                else self.model.config.threshold)
-            if review_threshold >= banded:
-                raise ValueError(f"review_threshold ({review_threshold}) must be below the threshold ({banded:.4f}): "
-                                 "the codes between them come for review.")
+                else self.model.config.threshold))
         if isinstance(codes, str):
             raise ValueError(f"codes must be a list of codes, e.g. codes=[{codes!r}], got the string {codes!r}.")
         if codes is not None:
@@ -312,9 +317,7 @@ class ICDCodingPipeline(Pipeline):
 
         # The predicted codes of each note, best first, padded with -1: (B, K)
         threshold = scoring.threshold if threshold is None else threshold
-        if review_threshold is not None and review_threshold >= threshold:
-            raise ValueError(f"review_threshold ({review_threshold}) must be below the threshold ({threshold:.4f}): the "
-                             "codes between them come for review.")
+        check_review_band(review_threshold, threshold)  # again: a threshold given when the pipeline was built
         if codes is not None:
             num_predicted = torch.full((len(order),), len(codes), device=order.device)
         elif top_k is not None:
@@ -383,11 +386,12 @@ class ICDCodingPipeline(Pipeline):
         batch_size, max_predicted = code_indices.shape
         token_weights = note_states.new_zeros(batch_size, max_predicted, note_states.shape[1])
         synonym_shares = note_states.new_zeros(batch_size, max_predicted, self.model.config.num_synonyms)
+        code_encoding = self.model.msmn.code_encoding() if ranker is None else None
         for note, count in enumerate(num_predicted.tolist()):
             for first in range(0, count, EVIDENCE_CODES_PER_CALL):  # bounds memory when many codes are asked for
                 codes = code_indices[note, first : min(count, first + EVIDENCE_CODES_PER_CALL)]
-                queries = (ranker.synonym_queries(self.model, codes) if ranker is not None
-                           else self.model.msmn.code_encoding().synonym_queries[codes])
+                queries = (code_encoding.synonym_queries[codes] if ranker is None
+                           else ranker.synonym_queries(self.model, codes))
                 weights, shares = self.model.msmn.attention.evidence(
                     note_states[note : note + 1], attention_mask[note : note + 1], queries
                 )
@@ -421,7 +425,7 @@ class ICDCodingPipeline(Pipeline):
                 probability = probability if prediction["in_label_set"] else None
             prediction = {**prediction, "probability": probability, "synonym": synonym, "evidence": evidence}
             review_at = float(model_outputs["review_at"][0])
-            if review_at == review_at:  # a review band was asked for: is this code in it?
+            if not math.isnan(review_at):  # a review band was asked for: is this code in it?
                 prediction["review"] = float(model_outputs["code_scores"][0, rank]) <= review_at
             predictions.append(prediction)
         if note_info:  # how much of the note the model read, beside its codes

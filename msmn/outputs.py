@@ -137,9 +137,7 @@ def check_record(path: Path, record: dict) -> None:
 def start(path: Path, record: dict, kept: KeptLines):
     """The .partial opened for appending after the kept lines (a half-written last line cut off), with its
     run record written first."""
-    record_file, new_record = record_path(path), record_path(path).with_name(record_path(path).name + ".new")
-    new_record.write_text(json.dumps(record), encoding="utf-8")
-    new_record.replace(record_file)
+    write_atomically(record_path(path), lambda file: file.write(json.dumps(record).encode("utf-8")))
     file = open(partial_path(path), "r+b" if kept.count else "wb")
     file.truncate(kept.length)
     file.seek(kept.length)

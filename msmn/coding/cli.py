@@ -193,7 +193,7 @@ def code_notes(args, shard: Shard, locks: contextlib.ExitStack) -> None:
     for path in written_files(args.output, args.html, shard):
         locks.enter_context(OutputLock(path))
     if args.output and not args.resume:
-        for path in written_files(args.output, args.html, shard)[:-1 if args.html else None]:
+        for path in written_files(args.output, None, shard):  # the JSON lines' files (a report is never resumed)
             check_no_stopped_run(path)
     check_note_files(args.notes)
     stdin_note = read_stdin_note(args.notes)
@@ -201,9 +201,10 @@ def code_notes(args, shard: Shard, locks: contextlib.ExitStack) -> None:
     coder = load_coder(args.model, shard.device(args.device))
     if args.all_codes:
         coder.candidate_ranker()  # the checkpoint carries candidates, or a clear error
-    coder([], **coding_options(args))  # checks the options (e.g. a threshold outside (0, 1)) before coding
+    options = coding_options(args)
+    coder([], **options)  # checks the options (e.g. a threshold outside (0, 1)) before coding
     fhir_system = label_set_system(list(coder.model.config.id2label.values())) if args.format == "fhir" else None
-    coding = Coding(coder, coding_options(args), args.batch_size, fhir_system)
+    coding = Coding(coder, options, args.batch_size, fhir_system)
     record = run_record({**coding.options, "format": args.format}, Path(args.model)) if args.output else {}
     notes = read_notes(args.notes, stdin_note)
     if shard.world_size > 1:

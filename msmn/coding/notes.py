@@ -76,7 +76,8 @@ def count_notes(paths: list[str], stdin_note: str | None) -> int:
     for note in read_notes(paths, stdin_note):
         key = json.dumps(note["id"])
         if key in seen:
-            repeated, first_repeated = repeated + 1, first_repeated or note["id"]
+            repeated += 1
+            first_repeated = note["id"] if repeated == 1 else first_repeated
         seen.add(key)
     files = [Path(name).resolve() for name in paths if name != "-"]
     twice = sorted({str(name) for name in files if files.count(name) > 1})

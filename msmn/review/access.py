@@ -132,14 +132,18 @@ def claim_app_folder() -> tuple[Path, int]:
         if stale.is_dir() and (stale / "lock").is_file() and not holds_lock(stale / "lock"):
             shutil.rmtree(stale, ignore_errors=True)
     folder = Path(tempfile.mkdtemp(prefix=APP_FOLDER_PREFIX))
-    descriptor = os.open(folder / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    descriptor = os.open(folder / "lock.new", os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.rename(folder / "lock.new", folder / "lock")  # named "lock" only once held: no sweeper sees it free
     return folder, descriptor
 
 
 def holds_lock(path: Path) -> bool:
-    """Whether a running process holds the lock file `path`."""
-    descriptor = os.open(path, os.O_RDWR)
+    """Whether a running process holds the lock file `path` (or another sweeper just removed it)."""
+    try:
+        descriptor = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return True
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return False

@@ -8,6 +8,7 @@ import json
 import uuid
 from pathlib import Path
 
+from datasets_scripts.files import write_atomically
 from modeling_msmn import ICDCodingPipeline, split_words
 
 EXPORT_FIELDS = ["code", "description", "probability", "accepted", "added"]
@@ -191,6 +192,5 @@ def write_exports(review: Review, exports: Path) -> tuple[str | None, str | None
     folder = exports / review.session
     folder.mkdir(exist_ok=True)
     for name, text in (("codes.json", export_json(review)), ("codes.csv", export_csv(review))):
-        (folder / f"{name}.new").write_text(text, encoding="utf-8")
-        (folder / f"{name}.new").replace(folder / name)
+        write_atomically(folder / name, lambda file: file.write(text.encode("utf-8")))
     return str(folder / "codes.json"), str(folder / "codes.csv")
