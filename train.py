@@ -17,6 +17,7 @@ the logs.
 """
 
 import dataclasses
+import functools
 import logging
 import os
 import sys
@@ -32,11 +33,13 @@ from datasets_scripts import InputError
 from datasets_scripts.synonyms.icd10cm import candidate_code_terms
 from modeling_msmn import MSMNConfig, MSMNForSequenceClassification, build_code_term_ids, build_tokenizer
 from modeling_msmn import build_vocabulary, split_words
-from msmn.evaluation.metrics import icd_metrics, label_matrix, test_report, tune_threshold
+from msmn.evaluation.metrics import authors_threshold, icd_metrics, label_matrix, logit_threshold, probability_threshold
+from msmn.evaluation.metrics import test_report, tune_threshold
 from msmn.training.arguments import DataArguments, MSMNTrainingArguments, check_output_dir, model_config, parse_arguments
+from msmn.training.authors_recipe import AuthorsRecipeTrainer
 from msmn.training.candidate_tuning import build_ranker
 from msmn.training.saving import save_checkpoint
-from msmn.training.trainer import RDropTrainer, evaluation_metrics, note_collator, probabilities_and_labels
+from msmn.training.trainer import RDropTrainer, evaluation_metrics, logits_and_labels, note_collator
 from msmn.training.word2vec import SMALL_WORD2VEC_CORPUS, embedding_matrix, word2vec_vectors
 
 logger = logging.getLogger("msmn.train")
@@ -76,8 +79,15 @@ def load_data(data_args: DataArguments, settings: MSMNConfig):
 
 def trainer_settings(training_args: MSMNTrainingArguments, data) -> MSMNTrainingArguments:
     """The Trainer's arguments as the data call for: without dev, no epoch selection; P@k with k at least the
-    number of codes cannot tell epochs apart, so micro_auc selects; the Hub upload is done once, at the end."""
+    number of codes cannot tell epochs apart, so micro_auc selects; the Hub upload is done once, at the end. The
+    authors' recipe keeps their global batch over processes: their 2 × 8 accumulation is 2 × 1 on 8 processes."""
     changes = {"push_to_hub": False}
+    accumulation, world_size = training_args.gradient_accumulation_steps, training_args.world_size
+    if training_args.recipe == "authors" and world_size > 1 and accumulation > 1:
+        if accumulation % world_size:
+            raise InputError(f"--recipe authors: {world_size} processes cannot share --gradient_accumulation_steps "
+                             f"{accumulation} evenly; launch a number of processes that divides it.")
+        changes["gradient_accumulation_steps"] = accumulation // world_size
     if "validation" not in data.splits:
         changes.update(eval_strategy="no", load_best_model_at_end=False)
     selection = training_args.metric_for_best_model or ""
@@ -167,18 +177,21 @@ def encode_splits(data, tokenizer, config: MSMNConfig):
     return data.splits.map(encode, batched=True, remove_columns=data.splits["train"].column_names)
 
 
-def evaluate(trainer, encoded, data) -> tuple[dict, dict]:
-    """(test report, dev metrics), both at the threshold tuned on dev (stored in the config)."""
+def evaluate(trainer, encoded, data, threshold_rule) -> tuple[dict, dict]:
+    """(test report, dev metrics), both at the threshold `threshold_rule` picks on the dev logits; the config
+    stores it as a probability. Without dev, the config's threshold applies."""
     results, dev_results = {}, {}
+    threshold_on_logits = logit_threshold(trainer.model.config.threshold)
     if "validation" in encoded:  # every process predicts its share; the Trainer gathers them
-        probabilities, labels = probabilities_and_labels(trainer.predict(encoded["validation"]))
-        trainer.model.config.threshold = min(max(tune_threshold(probabilities, labels), 1e-6), 1 - 1e-6)
-        dev_results = icd_metrics(probabilities, labels, trainer.model.config.threshold)
+        logits, labels = logits_and_labels(trainer.predict(encoded["validation"]))
+        threshold_on_logits = threshold_rule(logits, labels)
+        trainer.model.config.threshold = probability_threshold(threshold_on_logits)
+        dev_results = icd_metrics(logits, labels, threshold_on_logits)
     if "test" in encoded:
-        probabilities, labels = probabilities_and_labels(trainer.predict(encoded["test"]))
+        logits, labels = logits_and_labels(trainer.predict(encoded["test"]))
         train_codes = {code for document in data.splits["train"]["labels"] for code in document}
-        results = test_report(probabilities, labels, data.splits["test"]["gold_codes"], data.codes, train_codes,
-                              trainer.model.config.threshold)
+        results = test_report(logits, labels, data.splits["test"]["gold_codes"], data.codes, train_codes,
+                              threshold_on_logits)
     return results, dev_results
 
 
@@ -196,18 +209,20 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
                                         config.term_length, data_args.term_seed_or_none())[0]
         extra_negative_term_ids = torch.tensor(extra_ids).view(len(extra_negative_codes), config.num_synonyms, -1)
     encoded = encode_splits(data, tokenizer, config)
-    trainer = RDropTrainer(
+    authors_recipe = training_args.recipe == "authors"
+    threshold_rule = authors_threshold if authors_recipe else tune_threshold
+    trainer = (AuthorsRecipeTrainer if authors_recipe else RDropTrainer)(
         model=model,
         args=training_args,
         train_dataset=encoded["train"],
         eval_dataset=encoded.get("validation"),
         data_collator=note_collator(tokenizer),
         processing_class=tokenizer,
-        compute_metrics=evaluation_metrics,
+        compute_metrics=functools.partial(evaluation_metrics, threshold_rule=threshold_rule),
         extra_negative_term_ids=extra_negative_term_ids,
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    results, dev_results = evaluate(trainer, encoded, data)
+    results, dev_results = evaluate(trainer, encoded, data, threshold_rule)
     if trainer.is_world_process_zero():
         ranker = candidate_ranker(trainer, data, candidate_terms, code_system, data_args.term_seed_or_none()) if (
             candidate_terms) else None

@@ -35,7 +35,7 @@ import torch
 from transformers import AutoTokenizer
 
 from modeling_msmn import MSMNConfig, MSMNForSequenceClassification, build_code_term_ids, build_tokenizer
-from msmn.evaluation.metrics import gold_indices, icd_metrics, label_matrix, mean_average_precision
+from msmn.evaluation.metrics import gold_indices, icd_metrics, label_matrix, logit_threshold, mean_average_precision
 from msmn.training.trainer import sampled_codes
 
 CODIESP = Path(__file__).parents[1] / "datasets_scripts" / "data" / "codiesp"
@@ -96,15 +96,15 @@ def checkpoint_metrics(folder: str, device: str) -> dict:
         labels = label_matrix([record["diagnosis_codes"] for record in records], codes)
         gold = gold_indices([record["diagnosis_codes"] for record in records], codes, set())[0]
         for bf16 in (False, True):
-            probabilities = []
+            logits = []
             for start in range(0, len(records), 16):
                 inputs = tokenizer([r["text_en"] for r in records[start : start + 16]], padding=True, truncation=True,
                                    return_tensors="pt").to(device)
                 with torch.no_grad(), autocast(device, bf16):
-                    probabilities.append(torch.sigmoid(model(**inputs).logits.float()).cpu().numpy())
-            probabilities = np.concatenate(probabilities)
-            metrics = icd_metrics(probabilities, labels, model.config.threshold)
-            metrics["map"] = mean_average_precision(probabilities, gold, [len(r["diagnosis_codes"]) for r in records])
+                    logits.append(model(**inputs).logits.double().cpu().numpy())
+            logits = np.concatenate(logits)
+            metrics = icd_metrics(logits, labels, logit_threshold(model.config.threshold))
+            metrics["map"] = mean_average_precision(logits, gold, [len(r["diagnosis_codes"]) for r in records])
             keys = ("macro_auc", "micro_auc", "micro_f1", "precision_at_5", "precision_at_8", "map")
             setting = f"{split}_{'bf16_autocast' if bf16 else 'fp32'}"
             results[setting] = {key: round(100 * metrics[key], 2) for key in keys if key in metrics}

@@ -137,7 +137,7 @@ sys.path.insert(0, {str(ROOT)!r})
 from huggingface_hub import ModelCard
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 import datasets_scripts
-from msmn.evaluation.metrics import icd_metrics, mean_average_precision
+from msmn.evaluation.metrics import icd_metrics, logit_threshold, mean_average_precision
 tokenizer = AutoTokenizer.from_pretrained("out", trust_remote_code=True)
 model = AutoModelForSequenceClassification.from_pretrained("out", trust_remote_code=True).eval()
 test = datasets_scripts.load("codiesp", config="codiesp-d-50").splits["test"].select(range(24))
@@ -146,13 +146,13 @@ with torch.no_grad():
     # the batches train.py's evaluation used (16 per batch): other padding would change the last bits
     logits = torch.cat([model(**tokenizer(test["text"][i:i + 16], padding=True, truncation=True, return_tensors="pt")).logits
                         for i in range(0, 24, 16)])
-probabilities = torch.sigmoid(logits).numpy()
+logits = logits.double().numpy()
 labels = torch.zeros(24, len(codes), dtype=torch.bool)
 gold = [[model.config.label2id[code] for code in document] for document in test["labels"]]
 for row, document in enumerate(gold):
     labels[row, document] = True
-metrics = icd_metrics(probabilities, labels.numpy(), model.config.threshold)
-metrics["map"] = mean_average_precision(probabilities, gold, [len(g) for g in test["gold_codes"]])
+metrics = icd_metrics(logits, labels.numpy(), logit_threshold(model.config.threshold))
+metrics["map"] = mean_average_precision(logits, gold, [len(g) for g in test["gold_codes"]])
 print(json.dumps(metrics))
 """
     reloaded = run([sys.executable, "-c", script], tmp_path)

@@ -1,7 +1,9 @@
 """Metrics of automatic ICD coding (those of the paper's Experiments section, after CAML), as plain numpy functions.
 
-`probabilities` and `labels` are (documents, codes) arrays; predictions are `probabilities > threshold`.
-AUCs come from the positives' average ranks among sorted scores (ties share their mean rank, as
+`scores` and `labels` are (documents, codes) arrays; predictions are `scores > threshold`. The ranking
+metrics (AUC, P@k, MAP) and the threshold's search only compare scores, so any increasing function of
+the logits serves; give the logits themselves: float32 sigmoid probabilities are exactly 1.0 above a
+logit of about 16.6, and a well-trained model's confident codes would tie there. AUCs come from the positives' average ranks among sorted scores (ties share their mean rank, as
 in scikit-learn), so MIMIC-III full scale (3,372 × 8,929) takes seconds, not sklearn's minutes.
 """
 
@@ -57,13 +59,14 @@ def precision_at_k(labels: np.ndarray, scores: np.ndarray, k: int) -> tuple[floa
     return float(np.mean(hits / k)), float(np.mean(recall))
 
 
-def tune_threshold(probabilities: np.ndarray, labels: np.ndarray) -> float:
-    """The one global threshold that maximises micro-F1 (predict `probability > threshold`).
+def tune_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The one global threshold that maximises micro-F1 (predict `score > threshold`).
 
     Cutting between consecutive distinct scores v_(i−1) < v_i predicts every score ≥ v_i:
-    F1 = 2·TP / (predicted + positives); the threshold lies midway between the two scores.
+    F1 = 2·TP / (predicted + positives); the threshold lies midway between the two scores (below
+    the lowest score by 1 where every score is predicted).
     """
-    scores, labels = probabilities.ravel(), labels.ravel().astype(bool)
+    scores, labels = scores.ravel(), labels.ravel().astype(bool)
     ascending = np.sort(scores)
     positive_ascending = np.sort(scores[labels])
     starts = np.flatnonzero(np.append(True, ascending[1:] > ascending[:-1]))  # first index of each distinct score
@@ -71,17 +74,45 @@ def tune_threshold(probabilities: np.ndarray, labels: np.ndarray) -> float:
     true_positives = len(positive_ascending) - np.searchsorted(positive_ascending, ascending[starts], side="left")
     f1 = 2 * true_positives / (predicted + len(positive_ascending))
     best = int(np.argmax(f1))
-    below = ascending[starts[best] - 1] if starts[best] > 0 else 0.0
+    below = ascending[starts[best] - 1] if starts[best] > 0 else ascending[0] - 2.0
     return float((ascending[starts[best]] + below) / 2)
 
 
-def icd_metrics(probabilities: np.ndarray, labels: np.ndarray, threshold: float, ks=(5, 8, 15)) -> dict[str, float]:
-    """The paper's metrics: micro/macro AUC, micro P/R/F1, macro-F1 (CAML's, and the mean of per-code F1), P@k, R@k."""
-    probabilities = np.asarray(probabilities, dtype=np.float64)
+def authors_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The authors' global threshold (their `find_threshold_micro`), to predict `score > threshold`.
+
+    The flattened scores sorted ascending; at each position i, F1_i = 2·(positives after i) /
+    ((N − i) + positives): the count N − i includes position i, one more than `score > s_i`
+    predicts. The threshold is the score at the first position of highest F1_i.
+    """
+    scores, labels = scores.ravel(), labels.ravel().astype(np.float64)
+    order = np.argsort(scores, kind="stable")
+    sorted_labels = labels[order]
+    positives = sorted_labels.sum()
+    correct = positives - np.cumsum(sorted_labels)
+    predicted = len(scores) - np.arange(len(scores))
+    f1 = 2 * correct / (predicted + positives)
+    return float(scores[order][np.argmax(f1)])
+
+
+def probability_threshold(threshold_on_logits: float) -> float:
+    """The sigmoid of a threshold on logits, kept inside [1e-6, 1 − 1e-6]: what a config's `threshold` holds."""
+    return float(min(max(1 / (1 + np.exp(-threshold_on_logits)), 1e-6), 1 - 1e-6))
+
+
+def logit_threshold(threshold: float) -> float:
+    """The threshold on logits of a threshold on sigmoid probabilities."""
+    return float(np.log(threshold) - np.log1p(-threshold))
+
+
+def icd_metrics(scores: np.ndarray, labels: np.ndarray, threshold: float, ks=(5, 8, 15)) -> dict[str, float]:
+    """The paper's metrics: micro/macro AUC, micro P/R/F1, macro-F1 (CAML's, and the mean of per-code F1), P@k, R@k;
+    `threshold` on the scale of `scores` (logits: see the module's note)."""
+    scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels).astype(bool)
-    if probabilities.shape != labels.shape or probabilities.ndim != 2:
-        raise ValueError(f"icd_metrics: probabilities {probabilities.shape} and labels {labels.shape} must be equal (documents, codes).")
-    predictions = probabilities > threshold
+    if scores.shape != labels.shape or scores.ndim != 2:
+        raise ValueError(f"icd_metrics: scores {scores.shape} and labels {labels.shape} must be equal (documents, codes).")
+    predictions = scores > threshold
     true_positives = (predictions & labels).sum(axis=0)
     predicted, gold = predictions.sum(axis=0), labels.sum(axis=0)
 
@@ -90,14 +121,14 @@ def icd_metrics(probabilities: np.ndarray, labels: np.ndarray, threshold: float,
     macro_precision = np.mean(true_positives / (predicted + 1e-10))
     macro_recall = np.mean(true_positives / (gold + 1e-10))
     per_code_f1 = np.divide(2 * true_positives, predicted + gold, out=np.zeros(len(gold)), where=(predicted + gold) > 0)
-    per_code_auc = roc_auc_per_column(labels, probabilities)
+    per_code_auc = roc_auc_per_column(labels, scores)
 
     def harmonic(p, r):
         return float(2 * p * r / (p + r)) if p + r > 0 else 0.0
 
     metrics = {
         "macro_auc": float(np.nanmean(per_code_auc)) if np.any(~np.isnan(per_code_auc)) else float("nan"),
-        "micro_auc": micro_roc_auc(labels, probabilities),
+        "micro_auc": micro_roc_auc(labels, scores),
         "macro_f1": harmonic(macro_precision, macro_recall),
         "micro_f1": harmonic(micro_precision, micro_recall),
         "macro_precision": float(macro_precision),
@@ -108,7 +139,7 @@ def icd_metrics(probabilities: np.ndarray, labels: np.ndarray, threshold: float,
     }
     for k in ks:
         if k <= labels.shape[1]:
-            metrics[f"precision_at_{k}"], metrics[f"recall_at_{k}"] = precision_at_k(labels, probabilities, k)
+            metrics[f"precision_at_{k}"], metrics[f"recall_at_{k}"] = precision_at_k(labels, scores, k)
     return metrics
 
 
@@ -185,16 +216,16 @@ def gold_indices(gold_codes: list[list[str]], codes: list[str], train_codes: set
     return gold, [len(document) for document in gold_codes], unseen, [len(document) for document in unseen_codes]
 
 
-def test_report(probabilities, labels, gold_codes, codes, train_codes, threshold) -> dict[str, float]:
-    """`icd_metrics` at `threshold`, plus MAP over every gold code of each note (`gold_codes`: code
-    strings, also those outside `codes`) and, where some gold codes never occur in training
-    (`train_codes`), the MAP over those codes alone."""
-    metrics = icd_metrics(probabilities, labels, threshold)
+def test_report(logits, labels, gold_codes, codes, train_codes, threshold_on_logits) -> dict[str, float]:
+    """`icd_metrics` of the logits at `threshold_on_logits`, plus MAP over every gold code of each note
+    (`gold_codes`: code strings, also those outside `codes`) and, where some gold codes never occur in training
+    (`train_codes`), the MAP over those codes alone; "threshold" is the threshold as a probability (a config's)."""
+    metrics = icd_metrics(logits, labels, threshold_on_logits)
     gold, totals, unseen, unseen_totals = gold_indices(gold_codes, codes, train_codes)
-    metrics["map"] = mean_average_precision(probabilities, gold, totals)
+    metrics["map"] = mean_average_precision(logits, gold, totals)
     if any(unseen):
-        metrics["map_unseen_codes"] = mean_average_precision(probabilities, unseen, unseen_totals)
-    metrics["threshold"] = threshold
+        metrics["map_unseen_codes"] = mean_average_precision(logits, unseen, unseen_totals)
+    metrics["threshold"] = probability_threshold(threshold_on_logits)
     return metrics
 
 

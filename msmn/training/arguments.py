@@ -122,6 +122,12 @@ class MSMNTrainingArguments(TrainingArguments):
         metadata={"help": "per training step, also score this many codes of --candidate_codes outside the label set, "
                           "drawn at random, as negatives of every note (their terms only: not with score_function=linear)"},
     )
+    recipe: str = field(
+        default="package",
+        metadata={"help": "'authors': train as the paper's code did (their AdamW update and weight-decay set, their "
+                          "schedule length, accumulation windows carried over epoch ends, the later epoch on a tie, "
+                          "their threshold rule; docs/training.md); 'package': the Trainer's own"},
+    )
     overwrite_output_dir: bool = field(
         default=False,
         metadata={"help": "train into an --output_dir that already holds files (a trained model is replaced, and the "
@@ -135,6 +141,11 @@ class MSMNTrainingArguments(TrainingArguments):
             raise InputError(f"--sampled_negative_codes {self.sampled_negative_codes}: give 0 (every code) or more.")
         if self.extra_negative_codes < 0:
             raise InputError(f"--extra_negative_codes {self.extra_negative_codes}: give 0 (none) or more.")
+        if self.recipe not in ("package", "authors"):
+            raise InputError(f"--recipe {self.recipe!r}: choose 'package' or 'authors'.")
+        if self.recipe == "authors" and self.greater_is_better is False:
+            raise InputError("--recipe authors keeps the epoch with the highest --metric_for_best_model; "
+                             "leave out --greater_is_better false, or train with --recipe package.")
         super().__post_init__()
 
 
@@ -196,7 +207,7 @@ def parse_arguments(argv: list[str]) -> tuple[DataArguments, MSMNTrainingArgumen
     return data_args, training_args
 
 
-MSMN_TRAINING_ARGUMENTS = ["rdrop_alpha", "rdrop_kl", "sampled_negative_codes", "extra_negative_codes",
+MSMN_TRAINING_ARGUMENTS = ["recipe", "rdrop_alpha", "rdrop_kl", "sampled_negative_codes", "extra_negative_codes",
                            "overwrite_output_dir"]
 
 

@@ -83,13 +83,12 @@ def rdrop_kl(first: torch.Tensor, second: torch.Tensor, form: str) -> torch.Tens
     return ((kl_pq + kl_qp) / 2).mean()
 
 
-def probabilities_and_labels(prediction) -> tuple[np.ndarray, np.ndarray]:
-    """(sigmoid probabilities, boolean labels) of a `trainer.predict` output or an `EvalPrediction`."""
-    probabilities = torch.sigmoid(torch.from_numpy(np.asarray(prediction.predictions, dtype=np.float32))).numpy()
-    return probabilities, np.asarray(prediction.label_ids) > 0.5
+def logits_and_labels(prediction) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 logits, boolean labels) of a `trainer.predict` output or an `EvalPrediction`."""
+    return np.asarray(prediction.predictions, dtype=np.float64), np.asarray(prediction.label_ids) > 0.5
 
 
-def evaluation_metrics(eval_prediction) -> dict[str, float]:
-    """Dev metrics of one epoch, micro/macro F1 at the threshold tuned on that same dev set."""
-    probabilities, labels = probabilities_and_labels(eval_prediction)
-    return icd_metrics(probabilities, labels, tune_threshold(probabilities, labels))
+def evaluation_metrics(eval_prediction, threshold_rule=tune_threshold) -> dict[str, float]:
+    """Dev metrics of one epoch, micro/macro F1 at the threshold `threshold_rule` picks on that same dev set."""
+    logits, labels = logits_and_labels(eval_prediction)
+    return icd_metrics(logits, labels, threshold_rule(logits, labels))

@@ -2,10 +2,11 @@
 
     import evaluate
     icd = evaluate.load("msmn/evaluation/icd_coding")
-    icd.compute(predictions=probabilities, references=multi_hot_labels, threshold=0.5)
+    icd.compute(predictions=logits, references=multi_hot_labels, threshold=0.0)   # logit 0: probability 0.5
 
-`predictions` are per-code probabilities (documents × codes), `references` multi-hot labels; the
-result holds micro/macro AUC, micro P/R/F1, CAML's macro-F1 and the mean per-code F1, P@k and R@k.
+`predictions` are per-code scores (documents × codes) and `threshold` is on their scale; give logits:
+the rankings (AUC, P@k) compare scores, and float32 probabilities are exactly 1.0 above a logit of
+about 16.6, where confident codes would tie. `references` are multi-hot labels; the result holds micro/macro AUC, micro P/R/F1, CAML's macro-F1 and the mean per-code F1, P@k and R@k.
 """
 
 import datasets
@@ -20,7 +21,7 @@ class IcdCoding(evaluate.Metric):
         return evaluate.MetricInfo(
             description=__doc__,
             citation="Yuan, Tan & Huang. Code Synonyms Do Matter: Multiple Synonyms Matching Network for Automatic ICD Coding. ACL 2022.",
-            inputs_description="predictions: list of per-code probabilities; references: list of multi-hot labels",
+            inputs_description="predictions: list of per-code logits (threshold on their scale); references: list of multi-hot labels",
             features=datasets.Features(
                 {"predictions": datasets.List(datasets.Value("float32")), "references": datasets.List(datasets.Value("int32"))}
             ),
