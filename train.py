@@ -33,6 +33,7 @@ from datasets_scripts import InputError
 from datasets_scripts.synonyms.icd10cm import candidate_code_terms
 from modeling_msmn import MSMNConfig, MSMNForSequenceClassification, build_code_term_ids, build_tokenizer
 from modeling_msmn import build_vocabulary, split_words
+from modeling_msmn.tokenization_msmn import PAD_TOKEN, UNK_TOKEN
 from msmn.evaluation.metrics import authors_threshold, icd_metrics, label_matrix, logit_threshold, probability_threshold
 from msmn.evaluation.metrics import test_report, tune_threshold
 from msmn.training.arguments import DataArguments, MSMNTrainingArguments, check_output_dir, model_config, parse_arguments
@@ -40,7 +41,8 @@ from msmn.training.authors_recipe import AuthorsRecipeTrainer
 from msmn.training.candidate_tuning import build_ranker
 from msmn.training.saving import save_checkpoint
 from msmn.training.trainer import RDropTrainer, evaluation_metrics, logits_and_labels, note_collator
-from msmn.training.word2vec import SMALL_WORD2VEC_CORPUS, embedding_matrix, word2vec_vectors
+from msmn.training.word2vec import SMALL_WORD2VEC_CORPUS, embedding_matrix, read_word2vec, read_word_list
+from msmn.training.word2vec import vocabulary_of_vectors, word2vec_vectors
 
 logger = logging.getLogger("msmn.train")
 
@@ -132,16 +134,13 @@ def candidate_ranker(trainer, data, candidate_terms: dict, code_system: str, ter
 
 def build_model(data_args: DataArguments, training_args: MSMNTrainingArguments, settings: MSMNConfig, data,
                 candidate_terms):
-    """(tokenizer, model with word2vec embeddings): the vocabulary from the training notes and the code
-    terms (the candidates' too), each code's M terms, the config."""
-    candidate_term_list = [term for terms in candidate_terms.values() for term in terms]
-    term_words = [word for code in data.codes for term in data.code_terms[code] for word in split_words(term)]
-    term_words += [word for term in candidate_term_list for word in split_words(term)]
-    train_texts = data.splits["train"]["text"]
-    vocab = build_vocabulary(train_texts, data_args.min_count, term_words, min_texts=data_args.min_notes)
+    """(tokenizer, model with word2vec embeddings): the vocabulary (`vocabulary_and_vectors`), each code's M terms,
+    the config."""
+    vocab, vectors = vocabulary_and_vectors(data_args, data, candidate_terms)
     tokenizer = build_tokenizer(vocab, model_max_length=settings.max_note_tokens)
     term_ids, terms = build_code_term_ids(tokenizer, data.codes, data.code_terms, settings.num_synonyms,
                                           settings.term_length, data_args.term_seed_or_none())
+    train_texts = data.splits["train"]["text"]
     config = model_config(
         data_args.config_overrides, vocab_size=len(vocab), pad_token_id=tokenizer.pad_token_id,
         id2label=dict(enumerate(data.codes)), code_terms=terms,
@@ -149,14 +148,28 @@ def build_model(data_args: DataArguments, training_args: MSMNTrainingArguments, 
         training_note_words=note_word_counts(tokenizer, train_texts),
     )
     model = MSMNForSequenceClassification(config, code_term_ids=term_ids)
-    word2vec_texts = list(train_texts) + (data.unlabelled_texts if data_args.word2vec_unlabelled_texts else [])
-    epochs = data_args.word2vec_epochs or (10 if len(word2vec_texts) >= SMALL_WORD2VEC_CORPUS else 100)
-    # each candidate term a sentence: its words get vectors, also those no note holds
-    word2vec_texts += candidate_term_list
-    vectors = word2vec_vectors(tokenizer, word2vec_texts, config.embedding_dim, training_args.seed, epochs,
-                               data_args.min_count, data_args.word2vec, data_args.trust_pickle)
+    if vectors is None:
+        word2vec_texts = list(train_texts) + (data.unlabelled_texts if data_args.word2vec_unlabelled_texts else [])
+        epochs = data_args.word2vec_epochs or (10 if len(word2vec_texts) >= SMALL_WORD2VEC_CORPUS else 100)
+        # each candidate term a sentence: its words get vectors, also those no note holds
+        word2vec_texts += [term for terms in candidate_terms.values() for term in terms]
+        vectors = word2vec_vectors(tokenizer, word2vec_texts, config.embedding_dim, training_args.seed, epochs,
+                                   data_args.min_count, data_args.word2vec, data_args.trust_pickle)
     model.set_word_embeddings(embedding_matrix(vectors, vocab, config.embedding_dim, training_args.seed))
     return tokenizer, model
+
+
+def vocabulary_and_vectors(data_args: DataArguments, data, candidate_terms) -> tuple[list[str], object]:
+    """(vocabulary, word vectors or None). With --vocabulary_words, the authors' vocabulary: the words of the
+    --word2vec vectors that it lists, and those vectors. Else the words of the training notes (--min_count,
+    --min_notes) and of every code term, the candidates' too; their vectors come later (`word2vec_vectors`)."""
+    if data_args.vocabulary_words is not None:
+        vectors = read_word2vec(data_args.word2vec, data_args.trust_pickle)
+        return vocabulary_of_vectors(vectors, read_word_list(data_args.vocabulary_words), PAD_TOKEN, UNK_TOKEN), vectors
+    term_words = [word for code in data.codes for term in data.code_terms[code] for word in split_words(term)]
+    term_words += [word for terms in candidate_terms.values() for term in terms for word in split_words(term)]
+    vocab = build_vocabulary(data.splits["train"]["text"], data_args.min_count, term_words, min_texts=data_args.min_notes)
+    return vocab, None
 
 
 def note_word_counts(tokenizer, texts) -> dict[str, int]:

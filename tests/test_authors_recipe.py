@@ -2,6 +2,7 @@
 against a plain-Python reading of it, the decay set, the schedule and the accumulation windows step by step in a
 real Trainer, the selection on scripted metrics, the threshold rule on crafted logits; and rankings from logits."""
 
+import json
 import math
 import types
 
@@ -192,3 +193,38 @@ def test_rankings_come_from_logits_above_saturation():
     assert icd_metrics(probabilities, labels, 0.5)["micro_auc"] < 1.0
     assert tune_threshold(logits, labels) == 24.5  # midway between the best cut's neighbours: F1 1.0
     assert logit_threshold(probability_threshold(2.0)) == pytest.approx(2.0, rel=1e-12)
+
+
+@pytest.mark.slow
+def test_train_with_the_authors_recipe_and_vocabulary(corpus):
+    """train.py --recipe authors, with accumulation, on the authors' vocabulary: the words of a gensim word2vec
+    model (a pickle: --trust_pickle) that a word-count file lists, each with its own vector (at learning rate 0,
+    so the saved rows are the built ones)."""
+    from gensim.models import Word2Vec
+    from safetensors.torch import load_file
+    from synthetic_corpus import FILES, TINY_MODEL, run_train, synthetic_notes
+
+    sentences = [note["text"].lower().split() for note in synthetic_notes(160, seed=1)] + [["vector", "only"]]
+    Word2Vec(sentences, vector_size=16, min_count=1, sg=0, seed=0, workers=1, epochs=1).save(str(corpus / "w2v.model"))
+    vectors = Word2Vec.load(str(corpus / "w2v.model")).wv
+    listed = {word: 1 for word in vectors.index_to_key[::2]} | {"not_in_the_model": 3}
+    (corpus / "word_count_dict.json").write_text(json.dumps(listed))
+    run_arguments = [*FILES, "--output_dir", "out", "--num_train_epochs", "2", "--per_device_train_batch_size", "16",
+                     "--gradient_accumulation_steps", "3", *TINY_MODEL, "--recipe", "authors",
+                     "--word2vec", "w2v.model", "--vocabulary_words", "word_count_dict.json",
+                     "--learning_rate", "0"]  # the weights stay as built: the embedding rows are the vectors
+    refused = run_train(*run_arguments, cwd=corpus)
+    assert refused.returncode != 0 and "--trust_pickle" in refused.stderr and "Traceback" not in refused.stderr
+    result = run_train(*run_arguments, "--trust_pickle", cwd=corpus)
+    assert result.returncode == 0, result.stderr[-3000:]
+    vocab = json.loads((corpus / "out" / "tokenizer.json").read_text())["model"]["vocab"]
+    expected = [word for word in vectors.index_to_key if word in listed]
+    assert set(vocab) == {"[PAD]", "[UNK]", *expected}
+    embedding = load_file(corpus / "out" / "model.safetensors")["msmn.encoder.word_embeddings.weight"]
+    for word in expected:
+        assert torch.equal(embedding[vocab[word]], torch.tensor(vectors[word]))
+    training = json.loads((corpus / "out" / "training_args.json").read_text())
+    assert training["recipe"] == "authors"
+    dev = json.loads((corpus / "out" / "dev_results.json").read_text())
+    test = json.loads((corpus / "out" / "test_results.json").read_text())
+    assert 0 < test["threshold"] < 1 and "micro_f1" in dev

@@ -7,10 +7,12 @@ import json
 import pytest
 
 from datasets_scripts.code_synonyms import main
-from datasets_scripts.synonyms import clean_term, report
-from datasets_scripts.synonyms.icd9 import open_icd9_synonyms, read_icd9_titles
+from datasets_scripts.synonyms import clean_term, report, strip_accents
+from datasets_scripts.synonyms.icd9 import authors_file_terms, open_icd9_synonyms, read_authors_synonyms
+from datasets_scripts.synonyms.icd9 import read_caml_descriptions, read_icd9_titles
 from datasets_scripts.synonyms.icd10cm import icd10cm_codes, open_icd10cm_synonyms
-from datasets_scripts.synonyms.umls import umls_synonyms
+from datasets_scripts.synonyms.umls import authors_umls_synonyms, read_mrconso, umls_strings, umls_synonyms
+from modeling_msmn.tokenization_msmn import select_code_terms
 from datasets_scripts import InputError
 
 
@@ -197,3 +199,96 @@ def test_command_line_writes_json_report_and_cache(tmp_path, mrconso, capsys, mo
         with pytest.raises(SystemExit, match=message):
             main(["--mimic-dir", str(tmp_path), "--output", str(tmp_path / "y.json"), *arguments])
     assert not list(tmp_path.rglob("*.partial")) and not (tmp_path / "y.json").exists()
+
+
+def authors_match(codes, descriptions, umls_strings):
+    """The authors' match.py, read literally: the synonym lists, before their (unseeded) shuffle."""
+    icd_dict = {}
+    for icd in codes:
+        icd_dict[icd] = []
+        if icd in descriptions:
+            icd_dict[icd] = [descriptions[icd]] + umls_strings(icd)
+        elif icd.endswith("."):
+            if icd[0:-1] in descriptions:
+                icd_dict[icd] = [descriptions[icd[0:-1]]] + umls_strings(icd[0:-1])
+        else:
+            icd_dict[icd] = umls_strings(icd)
+        icd_dict[icd] = set(strip_accents(w).lower() for w in icd_dict[icd])
+    return icd_dict
+
+
+def authors_terms(code, description, synonyms, term_count):
+    """The authors' process_label for one code, read literally."""
+    tmp_desc = [description]
+    if len(synonyms) >= term_count - 1:
+        tmp_desc.extend(synonyms[0 : term_count - 1])
+    else:
+        tmp_desc.extend(synonyms)
+        repeat_count = int(term_count / len(tmp_desc)) + 1
+        tmp_desc = (tmp_desc * repeat_count)[0:term_count]
+    return tmp_desc
+
+
+def test_authors_umls_synonyms_as_their_match_and_first_term(mrconso):
+    """A code with a description; one ending in "." whose undotted code has one; one ending in "." with none
+    ("99.": no synonyms at all); one without a description (its UMLS strings, and the code string as first term);
+    one with nothing anywhere (only the code string). A CUI's strings (their `icd2str`) are tested above."""
+    codes = ["17.", "401.9", "428.0", "E849.7", "V58.61", "V58.62", "99.", "999.9"]
+    mrconso.write_text(mrconso.read_text() + mrconso_line("C0006", "ENG", "ICD9CM", "99", "Other nonoperative procedures"))
+    synonyms = authors_umls_synonyms(codes, DESCRIPTIONS, mrconso, seed=0)
+    code_to_cui, cui_strings = read_mrconso(mrconso)
+    expected = authors_match(codes, DESCRIPTIONS, lambda code: umls_strings(code, code_to_cui, cui_strings))
+    for code in codes:
+        assert synonyms[code][0] == DESCRIPTIONS.get(code, code)
+        assert sorted(synonyms[code][1:]) == sorted(expected[code]), code
+    assert synonyms["99."] == ["99."] and synonyms["999.9"] == ["999.9"]
+    assert umls_synonyms(["99."], DESCRIPTIONS, mrconso)["99."] == ["other nonoperative procedures"]  # the package's
+    assert synonyms["17."][0] == "17." and "other miscellaneous procedures" in synonyms["17."]
+    assert synonyms["V58.62"][0] == "V58.62" and len(synonyms["V58.62"]) == 3
+    assert synonyms == authors_umls_synonyms(codes, DESCRIPTIONS, mrconso, seed=0)
+
+
+def test_caml_descriptions_are_the_fallback(tmp_path):
+    path = tmp_path / "ICD9_descriptions"
+    path.write_text("@\tICD9 Hierarchy Root\n780.4\tDizziness  and giddiness\n401.9\tEssential hypertension NOS\n"
+                    "780.4\tA second line\n\n", encoding="utf-8")
+    caml = read_caml_descriptions(path)
+    assert caml["780.4"] == "Dizziness and giddiness"  # split on whitespace, as the authors read it; first line wins
+    descriptions = caml | DESCRIPTIONS  # MIMIC-III's titles win
+    assert descriptions["401.9"] == "Unspecified essential hypertension"
+    path.write_bytes(b"780.4\tDizziness \xe9\n")
+    with pytest.raises(InputError, match="not UTF-8"):
+        read_caml_descriptions(path)
+    with pytest.raises(InputError, match="caml-mimic"):
+        read_caml_descriptions(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("num_synonyms", [1, 4, 8])
+def test_authors_synonym_file_gives_their_terms(tmp_path, num_synonyms):
+    """Their {code: [strings]} file: the long title (the code string where none), then the file's first M − 1
+    in the file's order, filled cyclically, as their process_label; training keeps the order (term seed None)."""
+    file_synonyms = {"428.0": ["chf", "heart failure congestive", "cardiac failure", "congestive heart failure",
+                               "ccf", "heart failure nos", "failure heart congestive", "chronic chf", "ninth"],
+                     "401.9": ["hypertension", "high blood pressure"], "V58.61": []}
+    path = tmp_path / "icd_mimic3_random_sort.json"
+    path.write_text(json.dumps(file_synonyms))
+    codes = ["428.0", "401.9", "V58.61", "999.9"]
+    terms = authors_file_terms(codes, DESCRIPTIONS, read_authors_synonyms(path))
+    for code in codes:
+        expected = authors_terms(code, DESCRIPTIONS.get(code, code), file_synonyms.get(code, []), num_synonyms)
+        assert select_code_terms(terms[code], num_synonyms, seed=None) == expected
+    path.write_text(json.dumps(["not", "a", "mapping"]))
+    with pytest.raises(InputError, match=r"expected a JSON object code → \[strings\]"):
+        read_authors_synonyms(path)
+
+
+def test_authors_recipe_needs_its_sources(tmp_path, mrconso):
+    for arguments, message in [
+        (["--recipe", "authors", "--mrconso", str(mrconso)], "give --icd9-descriptions"),
+        (["--authors-synonyms", str(tmp_path / "a.json")], "give it with --recipe authors and without --mrconso"),
+        (["--recipe", "authors", "--icd9-descriptions", str(tmp_path / "d"), "--mrconso", str(mrconso),
+          "--authors-synonyms", str(tmp_path / "a.json")], "without --mrconso"),
+    ]:
+        with pytest.raises(SystemExit, match=message):
+            main(["--mimic-dir", str(tmp_path), "--output", str(tmp_path / "y.json"), *arguments])
+    assert not (tmp_path / "y.json").exists()

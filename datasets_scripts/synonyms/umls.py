@@ -70,21 +70,41 @@ def mrconso_fields(line: bytes, path: Path, line_number: int) -> list[str]:
     return fields
 
 
+def umls_strings(code: str, code_to_cui: dict[str, str], cui_strings: dict[str, set[str]]) -> list[str]:
+    """The kept strings (2 words or 7 characters) of the code's CUI; none for a code without one."""
+    cui = code_to_cui.get(code)
+    return [string for string in cui_strings.get(cui, ()) if keep_term(string)] if cui else []
+
+
 def umls_synonyms(
     codes: Sequence[str], descriptions: dict[str, str], mrconso: Path, seed: int = 0, sources: Sequence[str] = ("ICD9CM",)
 ) -> dict[str, list[str]]:
-    """The authors' UMLS recipe: each code's description, then the English strings of its CUI."""
+    """The package's UMLS recipe: each code's description, then the English strings of its CUI. A code ending in
+    "." without a description of its own is looked up without the dot; a code without any description has no
+    first term of its own (training takes a synonym as its description)."""
     code_to_cui, cui_strings = read_mrconso(mrconso, sources)
-
-    def strings_of(code):
-        cui = code_to_cui.get(code)
-        return [s for s in cui_strings.get(cui, ()) if keep_term(s)] if cui else []
-
     result = {}
     for code in codes:
         lookup = code if code in descriptions or not code.endswith(".") else code[:-1]
         description = descriptions.get(lookup)
-        strings = strings_of(lookup)
+        strings = umls_strings(lookup, code_to_cui, cui_strings)
         # The authors' code puts the (lower-cased) description among the synonyms too.
         result[code] = finish(description, strings + ([description] if description else []), seed, code)
+    return result
+
+
+def authors_umls_synonyms(codes: Sequence[str], descriptions: dict[str, str], mrconso: Path, seed: int = 0):
+    """The authors' UMLS recipe (their match.py, then their terms' first entry). The synonyms: a code with a
+    description gets it and its CUI's strings; a code ending in "." without one, those of the code without the
+    dot if that has a description, else none; any other code its CUI's strings alone. The first term is the
+    code's own description, else the code string itself ("799.9", which may tokenise to nothing)."""
+    code_to_cui, cui_strings = read_mrconso(mrconso, ("ICD9CM",))
+    result = {}
+    for code in codes:
+        lookup = code[:-1] if code not in descriptions and code.endswith(".") else code
+        if lookup in descriptions:
+            found = [descriptions[lookup], *umls_strings(lookup, code_to_cui, cui_strings)]
+        else:
+            found = [] if lookup != code else umls_strings(code, code_to_cui, cui_strings)
+        result[code] = [descriptions.get(code, code), *finish(None, found, seed, code)]
     return result

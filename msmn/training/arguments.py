@@ -51,6 +51,12 @@ class DataArguments:
         metadata={"help": "allow --word2vec to be a gensim model (.model, .kv): loading one runs pickle, which can "
                           "execute arbitrary code"},
     )
+    vocabulary_words: Path | None = field(
+        default=None,
+        metadata={"help": "with --word2vec: the vocabulary is the words of those vectors that this file lists (a JSON "
+                          "list of words, or an object word → count such as the authors' embedding/word_count_dict.json), "
+                          "each with its vector, as the authors built theirs; --min_count and --min_notes do not apply"},
+    )
     word2vec_epochs: int | None = field(
         default=None, metadata={"help": f"word2vec passes; default 10, or 100 below {SMALL_WORD2VEC_CORPUS} texts"}
     )
@@ -76,6 +82,9 @@ class DataArguments:
             if value is not None and value < 1:
                 keep_all = " (or leave it out to keep every document)" if name.startswith("max_") else ""
                 raise InputError(f"--{name} {value}: give 1 or more{keep_all}.")
+        if self.vocabulary_words is not None and self.word2vec is None:
+            raise InputError("--vocabulary_words keeps the words of --word2vec that it lists: give --word2vec too (the "
+                             "authors' word2vec model, with --trust_pickle if it is a gensim model).")
 
     def term_seed_or_none(self) -> int | None:
         """The seed of each code's choice of terms; None (--term_seed -1) keeps their order."""

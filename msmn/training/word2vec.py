@@ -84,6 +84,32 @@ def read_word2vec(path: Path, trust_pickle: bool):
     return getattr(loaded, "wv", loaded)
 
 
+def read_word_list(path: Path) -> set[str]:
+    """The words of a JSON list of words, or of a JSON object word → count (the authors' word_count_dict.json)."""
+    import json
+
+    try:
+        words = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"--vocabulary_words {path}: no such file.") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"--vocabulary_words {path}: not a JSON file ({type(error).__name__}); give a JSON list of "
+                         "words or an object word → count.") from None
+    if not isinstance(words, (list, dict)) or not all(isinstance(word, str) for word in words):
+        raise InputError(f"--vocabulary_words {path}: give a JSON list of words or an object word → count.")
+    return set(words)
+
+
+def vocabulary_of_vectors(vectors, listed_words: set[str], pad_token: str, unk_token: str) -> list[str]:
+    """The authors' vocabulary: the words of the word2vec vectors that `listed_words` holds (in the vectors'
+    order), after [PAD] and [UNK]. Their own special words (**UNK**, **PAD**, **MASK**) play no part here."""
+    words = [word for word in vectors.index_to_key if word in listed_words and word not in (pad_token, unk_token)]
+    if not words:
+        raise InputError("--vocabulary_words: none of its words has a vector in --word2vec; are they the files of one "
+                         "recipe (a word2vec model and the word list of the same notes)?")
+    return [pad_token, unk_token, *words]
+
+
 def embedding_matrix(vectors, vocab: list[str], embedding_dim: int, seed: int) -> torch.Tensor:
     """Rows in tokenizer order: the word's vector, else N(0, 1) (unknown words, [UNK])."""
     if vectors.vector_size != embedding_dim:
