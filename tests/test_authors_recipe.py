@@ -4,6 +4,7 @@ real Trainer, the selection on scripted metrics, the threshold rule on crafted l
 
 import json
 import math
+import sys
 import types
 
 import numpy as np
@@ -228,3 +229,28 @@ def test_train_with_the_authors_recipe_and_vocabulary(corpus):
     dev = json.loads((corpus / "out" / "dev_results.json").read_text())
     test = json.loads((corpus / "out" / "test_results.json").read_text())
     assert 0 < test["threshold"] < 1 and "micro_f1" in dev
+
+
+@pytest.mark.slow
+def test_torchrun_keeps_the_authors_global_batch(corpus):
+    """--recipe authors with 4 batches of 4 a step: one process accumulates 4, two processes 2 each (the recipe
+    divides the accumulation), on the same windows of the same batches; 18 notes make 5 batches an epoch, so
+    windows carry over epoch ends. Dropout off: the two runs end with the same weights."""
+    from safetensors.torch import load_file
+    from synthetic_corpus import ROOT, TINY_CONFIG, TINY_MODEL, run, run_train, synthetic_notes, write_jsonl
+
+    write_jsonl(corpus / "small.jsonl.gz", synthetic_notes(18, seed=4))
+    common = ["--train_file", "small.jsonl.gz", "--validation_file", "dev.jsonl.gz", "--test_file", "test.jsonl.gz",
+              "--code_terms", "code_terms.json", "--num_train_epochs", "3", *TINY_MODEL, "--recipe", "authors",
+              "--config_overrides", f"{TINY_CONFIG},embedding_dropout=0,lstm_dropout=0,representation_dropout=0",
+              "--save_strategy", "no", "--load_best_model_at_end", "false", "--eval_strategy", "no",
+              "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "4"]
+    single = run_train(*common, "--output_dir", "single", cwd=corpus)
+    assert single.returncode == 0, single.stderr[-3000:]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29534",
+                str(ROOT / "train.py")]
+    double = run([*torchrun, *common, "--output_dir", "double", "--ddp_backend", "gloo"], corpus, timeout=600)
+    assert double.returncode == 0, double.stderr[-3000:]
+    one, two = load_file(corpus / "single" / "model.safetensors"), load_file(corpus / "double" / "model.safetensors")
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-5)

@@ -87,7 +87,9 @@ class CarriedWindowBatches(Sampler[list[int]]):
     """
 
     def __init__(self, num_examples: int, batch_size: int, window: int, seed: int):
-        self.num_examples, self.batch_size, self.window, self.seed = num_examples, batch_size, window, seed
+        # no `batch_size` attribute: under several processes, accelerate would take the short last batch of an
+        # authors' epoch, inside a Trainer epoch, for the end of the data
+        self.num_examples, self.notes_per_batch, self.window, self.seed = num_examples, batch_size, window, seed
         self.batches_per_epoch = math.ceil(num_examples / batch_size)
         self.epoch = 0
 
@@ -98,7 +100,7 @@ class CarriedWindowBatches(Sampler[list[int]]):
         """The authors' epoch `epoch`: a fresh permutation cut into batches (the last one smaller)."""
         generator = torch.Generator().manual_seed(self.seed + epoch)
         order = torch.randperm(self.num_examples, generator=generator).tolist()
-        return [order[start : start + self.batch_size] for start in range(0, self.num_examples, self.batch_size)]
+        return [order[start : start + self.notes_per_batch] for start in range(0, self.num_examples, self.notes_per_batch)]
 
     def window_range(self, epoch: int) -> tuple[int, int]:
         """[first, end) of the global batch indices in Trainer epoch `epoch`: whole windows, ending in epoch `epoch`."""
