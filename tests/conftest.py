@@ -2,7 +2,10 @@
 
 import os
 import shutil
+import subprocess
 import tempfile
+import uuid
+from pathlib import Path
 
 # Tests never touch the network; the HF cache lives in a temporary folder.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -99,3 +102,44 @@ def ranked_checkpoint(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("ranked")
     return (folder, *write_ranked_checkpoint(folder))
+
+
+POSTGRESQL_SCRIPT = Path(__file__).resolve().parents[1] / ".ci" / "postgresql"
+
+
+@pytest.fixture(scope="session")
+def postgresql_server():
+    """The URL of a PostgreSQL server for the worklist's tests: $MSMN_TEST_POSTGRESQL, or one started here by
+    .ci/postgresql (Debian's postgresql package) and stopped at the end. Without a server the PostgreSQL tests
+    are skipped, except where $MSMN_REQUIRE_POSTGRESQL is set (.ci/run sets it): there they fail."""
+    if os.environ.get("MSMN_TEST_POSTGRESQL"):
+        yield os.environ["MSMN_TEST_POSTGRESQL"]
+        return
+    started = subprocess.run([str(POSTGRESQL_SCRIPT)], capture_output=True, text=True)
+    if started.returncode != 0:
+        reason = f"no PostgreSQL server for the tests ({started.stderr.strip()})"
+        if os.environ.get("MSMN_REQUIRE_POSTGRESQL"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    url = started.stdout.strip()
+    yield url
+    subprocess.run([str(POSTGRESQL_SCRIPT), "stop", url], check=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def worklist_db(request, tmp_path):
+    """--db of a new, empty worklist database: a SQLite file, or a database of its own on the PostgreSQL server."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "reviews.sqlite")
+        return
+    import sqlalchemy
+
+    server = sqlalchemy.engine.make_url(request.getfixturevalue("postgresql_server"))
+    name = f"worklist_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    yield server.set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as connection:
+        connection.execute(sqlalchemy.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()

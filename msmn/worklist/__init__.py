@@ -1,0 +1,1 @@
+"""The coding worklist: notes queued in a database, claimed and decided by coders, measured, exported."""
