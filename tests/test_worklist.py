@@ -1,15 +1,23 @@
 """The worklist's database and operations, on a real SQLite file and a real PostgreSQL server: opening and
 refusing databases, claims (atomic, expiring, skipped), submits (checked, all or nothing), the audit log."""
 
+import json
 import os
+import re
 import stat
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 import sqlalchemy
+from conftest import NOTES
+from synthetic_corpus import ROOT
+from transformers import pipeline
 
 from datasets_scripts import InputError
+from msmn.checkpoints import checkpoint_identity
 from msmn.worklist.database import open_worklist
 from msmn.worklist.store import ClaimError, Worklist
 
@@ -122,3 +130,58 @@ def test_eight_coders_at_once_each_note_once(worklist):
         thread.join()
     assert errors == []
     assert sorted(submitted) == [f"n{i:03d}" for i in range(120)] and all(len(c) == 1 for c in submitted.values())
+
+
+def write_notes(path, notes):
+    path.write_text("".join(json.dumps(note) + "\n" for note in notes), encoding="utf-8")
+    return path
+
+
+def msmn_worklist(*arguments, cwd):
+    return subprocess.run([sys.executable, "-m", "msmn.worklist", *map(str, arguments)], capture_output=True, text=True,
+                          cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+
+
+def test_load_codes_stores_and_resumes(small_checkpoint, worklist_db, tmp_path):
+    notes = [{"id": f"n{i}", "text": f"{NOTES[i % 3]} visit {i}"} for i in range(10)]
+    first_half = write_notes(tmp_path / "first.jsonl", notes[:4])  # a load stopped after 4 notes
+    every = write_notes(tmp_path / "notes.jsonl", notes)
+    loaded = msmn_worklist("load", small_checkpoint, first_half, "--db", worklist_db, "--quiet", cwd=tmp_path)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert json.loads(loaded.stdout)["added"] == 4
+    resumed = msmn_worklist("load", small_checkpoint, every, "--db", worklist_db, "--batch-size", "3", "--quiet",
+                            cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert {key: json.loads(resumed.stdout)[key] for key in ("added", "already_stored")} == {"added": 6, "already_stored": 4}
+    again = msmn_worklist("load", small_checkpoint, every, "--db", worklist_db, "--quiet", cwd=tmp_path)
+    assert json.loads(again.stdout)["added"] == 0  # the same file twice adds nothing
+    worklist = Worklist(open_worklist(worklist_db))
+    note = worklist.claim_next("ana")
+    assert note.note_id == "n0" and note.text == notes[0]["text"]
+    expected = pipeline("icd-coding", model=str(small_checkpoint), trust_remote_code=True)(notes[0]["text"])
+    assert [s["code"] for s in note.suggestions] == [code["code"] for code in expected]
+    assert note.model == checkpoint_identity(small_checkpoint)
+
+
+@pytest.mark.parametrize("name, lines, message", [
+    ("no_id", ['{"id": "a", "text": "Zqxmarker"}', '{"text": "Zqxmarker"}'], r'notes.jsonl, line 2: needs an "id"'),
+    ("duplicate", ['{"id": "a", "text": "Zqxmarker"}', '{"id": "b", "text": "y"}', '{"id": "a", "text": "Zqxmarker"}'],
+     r"notes.jsonl, line 3: the id 'a' of .*notes.jsonl, line 1"),
+    ("not_json", ['{"id": "a", "text": "x"}', '{"id": "b", "text": "Zqxmarker"'], r"notes.jsonl, line 2: not valid JSON"),
+    ("empty", [], r"hold no notes"),
+])
+def test_bad_notes_load_nothing(small_checkpoint, tmp_path, name, lines, message):
+    path = tmp_path / "notes.jsonl"
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    result = msmn_worklist("load", small_checkpoint, path, "--db", tmp_path / "reviews.sqlite", cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert re.search(message, result.stderr), result.stderr
+    assert "Zqxmarker" not in result.stderr  # no note text
+    assert not (tmp_path / "reviews.sqlite").exists()  # checked before the database is made
+
+
+def test_non_utf8_notes_are_refused(small_checkpoint, tmp_path):
+    path = tmp_path / "notes.jsonl"
+    path.write_bytes(b'{"id": "a", "text": "caf\xe9"}\n')
+    result = msmn_worklist("load", small_checkpoint, path, "--db", tmp_path / "reviews.sqlite", cwd=tmp_path)
+    assert result.returncode == 1 and "not UTF-8" in result.stderr and "Traceback" not in result.stderr
