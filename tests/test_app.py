@@ -161,7 +161,9 @@ def test_login_file_errors_name_the_line_and_never_the_password(tmp_path):
         access.logins([], tmp_path / "logins")
     assert "s3cret" not in str(error.value) and "reviewer" not in str(error.value)
     (tmp_path / "logins").write_text("# coders\ncoder:s3cret pass\n")
-    assert access.logins(["chief:x:y"], tmp_path / "logins") == [("chief", "x:y"), ("coder", "s3cret pass")]
+    assert access.logins(["chief:x:y"], tmp_path / "logins") == [("chief", "x:y", "coder"), ("coder", "s3cret pass", "coder")]
+    assert access.logins(["chief:x:y:admin", "ana:pw:coder", "ben:admin"], None) == [
+        ("chief", "x:y", "admin"), ("ana", "pw", "coder"), ("ben", "admin", "coder")]
     with pytest.raises(InputError, match="--auth: not USER:PASSWORD"):
         access.logins([":nouser"], None)
     (tmp_path / "comments").write_text("# nobody\n")

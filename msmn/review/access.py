@@ -13,12 +13,23 @@ import threading
 import time
 import traceback
 from pathlib import Path
+from typing import NamedTuple
 
 from datasets_scripts import InputError
 
 
-def logins(pairs: list[str], auth_file: Path | None) -> list[tuple[str, str]]:
-    """(user, password) pairs of --auth and of the lines of --auth-file (blank lines and # comments skipped)."""
+ROLES = ("coder", "admin")
+
+
+class Login(NamedTuple):
+    user: str
+    password: str
+    role: str = "coder"
+
+
+def logins(pairs: list[str], auth_file: Path | None) -> list[Login]:
+    """The logins of --auth and of the lines of --auth-file (blank lines and # comments skipped): USER:PASSWORD,
+    or USER:PASSWORD:ROLE where ROLE is coder (the default) or admin (a password may hold colons)."""
     sources = [("--auth", pair) for pair in pairs]
     if auth_file is not None:
         try:
@@ -29,13 +40,15 @@ def logins(pairs: list[str], auth_file: Path | None) -> list[tuple[str, str]]:
                     if line.strip() and not line.lstrip().startswith("#")]
         if not sources:
             raise InputError(f"--auth-file {auth_file}: holds no USER:PASSWORD line.")
-    pairs = []
+    found = []
     for source, pair in sources:
         user, colon, password = pair.partition(":")
+        secret, _, role = password.rpartition(":")
+        password, role = (secret, role) if secret and role in ROLES else (password, "coder")
         if not (user and colon and password):  # the message never repeats the line: it may hold a password
-            raise InputError(f"{source}: not USER:PASSWORD (a user name, a colon, a password).")
-        pairs.append((user, password))
-    return pairs
+            raise InputError(f"{source}: not USER:PASSWORD or USER:PASSWORD:ROLE (a user name, a colon, a password).")
+        found.append(Login(user, password, role))
+    return found
 
 
 CLIENT_ADDRESS = contextvars.ContextVar("client_address", default="unknown")
@@ -62,8 +75,9 @@ class LoginGuard:
     FREE_FAILURES = 4
     MAX_WAIT = 300.0
 
-    def __init__(self, pairs: list[tuple[str, str]]):
-        self.passwords = dict(pairs)
+    def __init__(self, pairs: list[Login]):
+        self.passwords = {login.user: login.password for login in pairs}
+        self.roles = {login.user: login.role for login in pairs}
         self.failures = {}  # user or address → (failures in a row, time of the last)
         self.lock = threading.Lock()
 

@@ -2,6 +2,7 @@
 accept, reject or add codes, export the result.
 
     msmn-app msmn-codiesp-d-50                # a checkpoint folder saved by train.py, or a Hub model id
+    msmn-app msmn-codiesp-d-50 --db reviews.sqlite --auth-file logins   # a team's worklist (msmn-worklist)
     python app.py --model msmn-codiesp-d-50   # the same; as a Hugging Face Space, app.py reads MSMN_MODEL
 
 The code encoding is computed once at start-up. Note text never goes to the logs: messages give
@@ -60,11 +61,19 @@ def parse_arguments(argv):
                         help="ask for this login (repeat for more users; visible to others in the process list: "
                              "prefer --auth-file)")
     parser.add_argument("--auth-file", type=Path, help="ask for a login: a file of USER:PASSWORD lines")
+    parser.add_argument("--db", help="serve the coding worklist of this database (msmn-worklist load fills it): a SQLite "
+                                     "file or a SQLAlchemy URL; needs --auth-file (the user name is the coder)")
+    parser.add_argument("--claim-minutes", type=float, default=30,
+                        help="with --db: a note claimed and left idle this long goes back to the queue (default 30)")
     parser.add_argument("--max-note-chars", type=int, default=MAX_NOTE_CHARS,
                         help=f"refuse longer notes, with a message (default {MAX_NOTE_CHARS:,})")
     args = parser.parse_args(argv)
     if args.max_note_chars < 1:
         parser.error(f"--max-note-chars {args.max_note_chars}: give a number of characters, 1 or more.")
+    if args.db and not (args.auth or args.auth_file):
+        parser.error("--db serves a worklist, where the login names the coder: give --auth-file (USER:PASSWORD[:ROLE] lines).")
+    if args.claim_minutes <= 0:
+        parser.error(f"--claim-minutes {args.claim_minutes}: give a number of minutes above 0.")
     return args
 
 
@@ -89,10 +98,13 @@ def main(argv: list[str] | None = None) -> None:
     tempfile.tempdir = str(app_folder)  # and any other temporary file of this process
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
+        silence_gradio_inputs()
+        if args.db:
+            serve_worklist(args, coder, model_summary(coder, folder, card), LoginGuard(auth))
+            return
         (app_folder / "exports").mkdir()
         page = build_page(coder, model_summary(coder, folder, card), example_notes(language), app_folder / "exports",
                           args.max_note_chars)
-        silence_gradio_inputs()
         print(f"msmn-app: serving {folder.name} on http://{args.host}:{args.port}/", flush=True)
         try:
             page.launch(server_name=args.host, server_port=args.port, ssr_mode=False, css=PAGE_STYLE, quiet=True,
@@ -103,6 +115,20 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         shutil.rmtree(app_folder, ignore_errors=True)
         os.close(lock)
+
+
+def serve_worklist(args, coder, summary: str, guard: LoginGuard) -> None:
+    """The worklist's page and API on uvicorn (it stops on Ctrl-C and SIGTERM itself)."""
+    import uvicorn
+
+    from msmn.worklist.app import worklist_app
+
+    try:
+        app = worklist_app(args.db, args.claim_minutes, coder, guard, summary, PAGE_STYLE, 4 * args.max_note_chars)
+    except ValueError as error:  # the database: cannot connect, not a worklist, another schema
+        sys.exit(f"msmn-app: error: {error}")
+    print(f"msmn-app: serving the worklist on http://{args.host}:{args.port}/", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
 
 
 def stop_on_sigterm(signum, frame):
