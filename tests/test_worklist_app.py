@@ -180,3 +180,125 @@ def test_basic_auth_is_checked(small_checkpoint, tmp_path):
         process.wait(timeout=60)
     log = (tmp_path / "server.log").read_text()
     assert "Zqxmarker" not in log and "pw-coder0" not in log and json.dumps("nope") not in log
+
+
+def log_in_page(browser, url: str, user: str):
+    """A browser page logged in to the app as `user`, on the worklist."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    page.fill("input[data-testid=textbox]", user)  # Gradio's login form
+    page.fill("input[data-testid=password]", f"pw-{user}")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#next-button")
+    return page
+
+
+def worklist_rows(page) -> list[list[str]]:
+    return page.eval_on_selector_all(
+        "#codes .virtual-row", "rows => rows.map(row => [...row.querySelectorAll('[role=gridcell]')].map(c => c.innerText.trim()))")
+
+
+def test_code_through_the_worklist_page(small_checkpoint, tmp_path):
+    from test_app import add_code, chromium_path, message, select_code, wait_for_review
+
+    if chromium_path() is None:
+        pytest.skip("headless Chromium is not installed (Debian: apt-get install chromium; .ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    db = str(tmp_path / "reviews.sqlite")
+    queue_notes(db, small_checkpoint, 3)
+    process, url = start_app(str(small_checkpoint), tmp_path / "server.log",
+                             options=["--db", db, "--auth-file", str(login_file(tmp_path))])
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
+            page = log_in_page(browser, url, "coder0")
+            page.click("#next-button")
+            page.wait_for_function("() => document.querySelectorAll('#codes .virtual-row').length === 2")
+            assert "note-0000" in page.inner_text("#status")
+            assert [row[0] for row in worklist_rows(page)] == ["I21.4", "E11.65"]
+            select_code(page, "I21.4")
+            page.click("#accept-button")
+            wait_for_review(page, "I21.4", "accepted")
+            select_code(page, "E11.65")
+            page.click("#reject-button")
+            wait_for_review(page, "E11.65", "rejected")
+            add_code(page, "pneumonia", "J18.9 — Pneumonia, unspecified organism")
+            wait_for_review(page, "J18.9", "added")
+            page.click("#submit-button")
+            message(page, "Submitted note note-0000")
+            page.wait_for_function("() => document.querySelector('#status').innerText.includes('note-0001')")
+            assert "claim" in page.inner_text("#history")
+            page.click("#skip-button")
+            message(page, "Skipped note note-0001")
+            page.click("#analytics-tab-button")
+            assert "for admins" in page.inner_text("#analytics-about")
+            lead = log_in_page(browser, url, "lead")
+            lead.click("#analytics-tab-button")
+            lead.wait_for_function("() => document.querySelector('#by-coder').innerText.includes('coder0')")
+            assert "Precision" in lead.inner_text("#analytics-about")
+            lead.screenshot(path=str(tmp_path / "analytics.png"), full_page=True)
+            lead.wait_for_selector("#coder-plot canvas, #coder-plot svg", timeout=20_000)
+            browser.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    worklist = Worklist(open_worklist(db))
+    history = [(e["coder"], e["action"], e["code"]) for e in worklist.history(1)]
+    assert history == [("coder0", "claim", None), ("coder0", "accept", "I21.4"), ("coder0", "reject", "E11.65"),
+                       ("coder0", "add", "J18.9"), ("coder0", "submit", None)]
+    assert "Zqxmarker" not in (tmp_path / "server.log").read_text()
+
+
+@pytest.mark.slow
+def test_reviewed_notes_train_a_model_that_codes_again(small_checkpoint, tmp_path):
+    """Notes loaded with a model, reviewed through the API by two coders (who submit each note's true codes),
+    exported, a model trained on the export, and notes loaded again with it."""
+    from synthetic_corpus import TINY_MODEL, run_train, synthetic_notes, write_corpus
+    from test_worklist import msmn_worklist, write_notes
+
+    write_corpus(tmp_path)  # code_terms.json of the synthetic codes
+    truth = {f"r{i}": note["labels"] for i, note in enumerate(synthetic_notes(60, seed=7))}
+    notes = [{"id": f"r{i}", "text": note["text"]} for i, note in enumerate(synthetic_notes(60, seed=7))]
+    db = str(tmp_path / "reviews.sqlite")
+    loaded = msmn_worklist("load", small_checkpoint, write_notes(tmp_path / "notes.jsonl", notes), "--db", db, "--quiet",
+                           cwd=tmp_path)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    process, url = start_app(str(small_checkpoint), tmp_path / "server.log",
+                             options=["--db", db, "--auth-file", str(login_file(tmp_path))])
+    try:
+        def review(coder):
+            with client(url, coder) as http:
+                while (claimed := http.post("/api/worklist/next")).status_code == 200:
+                    note = claimed.json()
+                    suggested = [s["code"] for s in note["suggestions"]]
+                    gold = truth[note["note_id"]]
+                    decisions = {"accepted": [c for c in suggested if c in gold],
+                                 "rejected": [c for c in suggested if c not in gold],
+                                 "added": [c for c in gold if c not in suggested]}
+                    assert http.post(f"/api/worklist/notes/{note['pk']}/submit", json=decisions).status_code == 200
+
+        threads = [threading.Thread(target=review, args=(coder,)) for coder in ("coder0", "coder1")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    exported = msmn_worklist("export", "--db", db, "--output", tmp_path / "reviews", cwd=tmp_path)
+    counts = [json.loads(exported.stdout)[split] for split in ("train", "validation", "test")]
+    assert sum(counts) == 60 and min(counts) > 0
+    records = [json.loads(line) for split in ("train", "validation", "test")
+               for line in (tmp_path / "reviews" / f"{split}.jsonl").read_text().splitlines()]
+    assert {record["id"]: sorted(record["labels"]) for record in records} == {k: sorted(v) for k, v in truth.items()}
+    trained = run_train("--train_file", "reviews/train.jsonl", "--validation_file", "reviews/validation.jsonl",
+                        "--test_file", "reviews/test.jsonl", "--code_terms", "code_terms.json", "--output_dir", "retrained",
+                        "--num_train_epochs", "2", *TINY_MODEL, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    fresh = [{"id": f"new{i}", "text": note["text"]} for i, note in enumerate(synthetic_notes(5, seed=8))]
+    again = msmn_worklist("load", tmp_path / "retrained", write_notes(tmp_path / "fresh.jsonl", fresh), "--db", db,
+                          "--quiet", cwd=tmp_path)
+    assert again.returncode == 0 and json.loads(again.stdout)["added"] == 5
+    assert json.loads(again.stdout)["model"] == checkpoint_identity(tmp_path / "retrained") != checkpoint_identity(small_checkpoint)

@@ -10,16 +10,20 @@ notes in `msmn-app MODEL --db ...`.
 """
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
+import pandas as pd
 import torch
 import transformers
 
 from datasets_scripts import InputError
 from msmn.checkpoints import checkpoint_identity, load_coder
 from msmn.coding.shards import Shard
+from msmn.worklist.analytics import acceptance_report, most_often
 from msmn.worklist.database import open_worklist
+from msmn.worklist.export import export_reviews, write_report_csv
 from msmn.worklist.loading import check_notes, load_notes, summary
 from msmn.worklist.store import Worklist
 
@@ -33,8 +37,12 @@ def parse_arguments(argv):
     load.add_argument("--batch-size", type=int, default=8, help="notes per forward pass (default 8)")
     load.add_argument("--device", help="torch device, e.g. cuda:0 (default cpu)")
     load.add_argument("--quiet", action="store_true", help="no progress bar")
+    report = commands.add_parser("report", help="print the acceptance figures (by model, coder and code)")
+    report.add_argument("--csv", type=Path, help="also write them as by_model.csv, by_coder.csv, by_code.csv here")
+    export = commands.add_parser("export", help="write the submitted notes as train/validation/test JSON lines")
+    export.add_argument("--output", type=Path, required=True, help="a folder (train.py --train_file FOLDER/train.jsonl ...)")
     upgrade = commands.add_parser("upgrade", help="upgrade a worklist made by an older release (back it up first)")
-    for command in (load, upgrade):
+    for command in (load, report, export, upgrade):
         command.add_argument("--db", required=True, help="a SQLite file (created owner-only) or a SQLAlchemy URL")
     args = parser.parse_args(argv)
     if args.command == "load" and args.batch_size < 1:
@@ -62,11 +70,37 @@ def load(args) -> None:
         print(summary(added, kept, model))
 
 
+def print_report(engine, csv_folder: Path | None) -> None:
+    """The acceptance figures as text tables (the codes most often rejected and added), and as CSV files."""
+    report = acceptance_report(engine)
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        for name, table in report.items():
+            shown = table.head(20) if name == "by_code" else table
+            print(f"{name.replace('_', ' ')}:\n{shown.to_string(index=False) if len(table) else '(no submitted notes)'}\n")
+        for column in ("rejected", "added_by_hand"):
+            print(f"most often {column.replace('_', ' ')}: " + ", ".join(
+                f"{row.code} ({row[column]})" for _, row in most_often(report["by_code"], column).iterrows()))
+    if csv_folder is not None:
+        check_folder(csv_folder)
+        print("written: " + ", ".join(str(path) for path in write_report_csv(engine, csv_folder)))
+
+
+def check_folder(folder: Path) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{folder}: a file; give a folder to write into.")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_arguments(argv)
     try:
         if args.command == "load":
             load(args)
+        elif args.command == "report":
+            print_report(open_worklist(args.db), args.csv)
+        elif args.command == "export":
+            check_folder(args.output)
+            counts = export_reviews(open_worklist(args.db), args.output)
+            print(json.dumps({"folder": str(args.output), **counts}))
         elif args.command == "upgrade":
             open_worklist(args.db, upgrade=True).dispose()
             print(f"msmn-worklist: {args.db if '://' not in args.db else 'the database'} is at the current schema.")

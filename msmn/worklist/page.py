@@ -114,11 +114,11 @@ class WorklistEvents:
             empty = pd.DataFrame()
             return "The analytics are for admins (role admin in the login file).", empty, empty, empty, empty, empty
         report = acceptance_report(self.worklist.engine)
-        by_coder = report["by_coder"].copy()
-        by_coder["coder"] = by_coder["coder"].astype(str)
+        by_coder = report["by_coder"]
+        bars = by_coder.melt(id_vars="coder", value_vars=["precision", "recall"], var_name="measure")
+        bars["bar"] = bars["coder"].astype(str) + " · " + bars["measure"]  # side by side, not stacked
         return ("Submitted notes only. Precision: the share of suggestions accepted; recall: the share of submitted "
-                "codes that were suggestions.", report["by_model"], by_coder,
-                by_coder.melt(id_vars="coder", value_vars=["precision", "recall"], var_name="measure"),
+                "codes that were suggestions.", report["by_model"], by_coder, bars,
                 most_often(report["by_code"], "rejected"), most_often(report["by_code"], "added_by_hand"))
 
 
@@ -182,7 +182,7 @@ def analytics_tab(gr) -> tuple[list, object]:
     refresh = gr.Button("Refresh", elem_id="refresh-analytics")
     by_model = gr.Dataframe(label="By model", interactive=False, elem_id="by-model")
     by_coder = gr.Dataframe(label="By coder", interactive=False, elem_id="by-coder")
-    coder_plot = gr.BarPlot(x="coder", y="value", color="measure", y_lim=[0, 1], elem_id="coder-plot",
+    coder_plot = gr.BarPlot(x="bar", y="value", color="measure", y_lim=[0, 1], elem_id="coder-plot", x_title="coder",
                             title="Suggestions by coder: precision and recall")
     with gr.Row():
         rejected_plot = gr.BarPlot(x="code", y="rejected", title="Most often rejected", elem_id="rejected-plot")
