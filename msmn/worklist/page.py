@@ -117,9 +117,11 @@ class WorklistEvents:
         by_coder = report["by_coder"]
         bars = by_coder.melt(id_vars="coder", value_vars=["precision", "recall"], var_name="measure")
         bars["bar"] = bars["coder"].astype(str) + " · " + bars["measure"]  # side by side, not stacked
+        counts = [most_often(report["by_code"], column) for column in ("rejected", "added_by_hand")]
         return ("Submitted notes only. Precision: the share of suggestions accepted; recall: the share of submitted "
                 "codes that were suggestions.", report["by_model"], by_coder, bars,
-                most_often(report["by_code"], "rejected"), most_often(report["by_code"], "added_by_hand"))
+                *[self.gr.BarPlot(value=frame, y_lim=[0, max(1, int(frame.iloc[:, 1].max() if len(frame) else 1))])
+                  for frame in counts])  # from 0: a count of 1 is a bar, not the axis
 
 
 @dataclasses.dataclass
@@ -185,8 +187,9 @@ def analytics_tab(gr) -> tuple[list, object]:
     coder_plot = gr.BarPlot(x="bar", y="value", color="measure", y_lim=[0, 1], elem_id="coder-plot", x_title="coder",
                             title="Suggestions by coder: precision and recall")
     with gr.Row():
-        rejected_plot = gr.BarPlot(x="code", y="rejected", title="Most often rejected", elem_id="rejected-plot")
-        added_plot = gr.BarPlot(x="code", y="added_by_hand", title="Most often added by hand", elem_id="added-plot")
+        rejected_plot = gr.BarPlot(x="code", y="rejected", sort="-y", title="Most often rejected", elem_id="rejected-plot")
+        added_plot = gr.BarPlot(x="code", y="added_by_hand", sort="-y", title="Most often added by hand",
+                                   elem_id="added-plot")
     return [about, by_model, by_coder, coder_plot, rejected_plot, added_plot], refresh
 
 
