@@ -40,6 +40,10 @@ def test_the_wheel_runs_the_commands_from_its_own_files(small_checkpoint, tmp_pa
                   "print(evaluate.load(list(m.__path__)[0]).compute(predictions=[[0.9, 0.1]], "
                   "references=[[1, 0]])['micro_f1'])")
     assert metrics.returncode == 0 and float(metrics.stdout) == 1.0, metrics.stderr[-3000:]
+    worklist = run("import sqlalchemy; from msmn.worklist.database import open_worklist; "
+                   "print(sorted(sqlalchemy.inspect(open_worklist('reviews.sqlite')).get_table_names()))")
+    assert worklist.returncode == 0, worklist.stderr[-3000:]  # the Alembic migrations ship with the wheel
+    assert "worklist_notes" in worklist.stdout and "alembic_version" in worklist.stdout
     trained = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], capture_output=True, text=True,
                              cwd=tmp_path, env=environment)
     assert trained.returncode == 0 and "--preset PRESET" in trained.stdout, trained.stderr[-3000:]
