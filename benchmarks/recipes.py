@@ -24,7 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 MIMIC3_50_SHAPE = "rnn_dim=512,num_lstm_layers=1,hidden_size=512,num_synonyms=8"
 SHOWN = [("macro_auc", "AUC macro"), ("micro_auc", "AUC micro"), ("macro_f1", "F1 macro"), ("micro_f1", "F1 micro"),
-         ("precision_at_5", "P@5"), ("precision_at_8", "P@8"), ("map", "MAP")]
+         ("precision_at_5", "P@5"), ("precision_at_8", "P@8"), ("map", "MAP")]  # dev has no MAP: "–"
 
 
 def train(folder: Path, recipe: str, seed: int, epochs: int) -> float:
@@ -75,7 +75,14 @@ def main():
             if (folder / "test_results.json").is_file():
                 runs[recipe].append(json.loads((folder / "test_results.json").read_text()))
                 dev_runs[recipe].append(json.loads((folder / "dev_results.json").read_text()))
+                print(f"{recipe} seed {seed}: best epoch {best_epoch(folder)} of {args.epochs}")
     print(table(dev_runs, "dev") + "\n\n" + table(runs, "test"))
+
+
+def best_epoch(folder: Path) -> int:
+    """The epoch the run kept (the Trainer's state in its kept checkpoint)."""
+    state = json.loads(next(folder.glob("checkpoint-*/trainer_state.json")).read_text())
+    return round(state["best_global_step"] / (state["max_steps"] / state["num_train_epochs"]))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """The worklist's speed: the median (and 95th percentile) of claim-next + submit with 100,000 notes in the
 database, half of them submitted, on SQLite and on PostgreSQL (a throw-away server of .ci/postgresql); and,
-given a checkpoint, `msmn-worklist load` against `msmn-code` on the same notes (notes/s, loading included).
+given a checkpoint, `msmn-worklist load` against `msmn-code` on the same notes (notes/s, loading included),
+and the resident memory of a load of many notes as it goes.
 
     python benchmarks/worklist.py                                   # claims and submits, both databases
-    python benchmarks/worklist.py --model msmn-codiesp-d-50         # also loading, on the CodiEsp test reports
+    python benchmarks/worklist.py --model msmn-codiesp-d-50         # also loading, on the CodiEsp test reports,
+                                                                    # and memory over --load-notes (20,000)
 """
 
 import argparse
@@ -62,12 +64,40 @@ def measure_database(name: str, db: str, count: int, rounds: int) -> None:
           f"{statistics.quantiles(times, n=20)[-1]:.1f} ms", flush=True)
 
 
-def loading_speed(model: str, folder: Path) -> None:
-    """msmn-worklist load and msmn-code on the CodiEsp test reports, each from a cold start."""
+def report_notes(folder: Path, count: int) -> Path:
+    """`count` notes: the CodiEsp test reports over and over, each time with new ids."""
     with gzip.open(ROOT / "datasets_scripts" / "data" / "codiesp" / "test.jsonl.gz", "rt", encoding="utf-8") as lines:
         reports = [json.loads(line) for line in lines]
-    notes = folder / "notes.jsonl"
-    notes.write_text("".join(json.dumps({"id": r["id"], "text": r["text_en"]}) + "\n" for r in reports))
+    notes = folder / f"notes-{count}.jsonl"
+    notes.write_text("".join(json.dumps({"id": f"{reports[i % len(reports)]['id']}-{i}",
+                                         "text": reports[i % len(reports)]["text_en"]}) + "\n" for i in range(count)))
+    return notes
+
+
+def resident_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def loading_memory(model: str, folder: Path, count: int) -> None:
+    """msmn-worklist load of `count` notes, its resident memory every 15 seconds."""
+    command = [sys.executable, "-m", "msmn.worklist", "load", model, str(report_notes(folder, count)), "--db",
+               str(folder / "memory.sqlite"), "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, cwd=ROOT)
+    start, samples = time.perf_counter(), []
+    while process.poll() is None:
+        time.sleep(15)
+        if process.poll() is None:
+            samples.append(f"{time.perf_counter() - start:.0f} s: {resident_mib(process.pid):.0f} MiB")
+    print(f"msmn-worklist load of {count:,} notes in {time.perf_counter() - start:.0f} s; resident memory: "
+          + ", ".join(samples), flush=True)
+
+
+def loading_speed(model: str, folder: Path, count: int = 1000) -> None:
+    """msmn-worklist load and msmn-code on the same `count` notes, each from a cold start."""
+    notes = report_notes(folder, count)
     commands = {"msmn-worklist load": [sys.executable, "-m", "msmn.worklist", "load", model, str(notes), "--db",
                                        str(folder / "load.sqlite"), "--quiet"],
                 "msmn-code": [sys.executable, "-m", "msmn.coding", model, str(notes), "--output",
@@ -76,8 +106,7 @@ def loading_speed(model: str, folder: Path) -> None:
         start = time.perf_counter()
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL, cwd=ROOT)
         seconds = time.perf_counter() - start
-        print(f"{name}: {len(reports)} notes in {seconds:.1f} s, {len(reports) / seconds:.1f} notes/s (loading included)",
-              flush=True)
+        print(f"{name}: {count} notes in {seconds:.1f} s, {count / seconds:.1f} notes/s (loading included)", flush=True)
 
 
 def main():
@@ -85,6 +114,8 @@ def main():
     parser.add_argument("--notes", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=500)
     parser.add_argument("--model", help="a checkpoint folder: also measure loading against msmn-code")
+    parser.add_argument("--load-notes", type=int, default=20_000,
+                        help="with --model: notes loaded while memory is sampled")
     args = parser.parse_args()
     print(f"load: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}", flush=True)
     with tempfile.TemporaryDirectory() as folder:
@@ -96,6 +127,7 @@ def main():
             subprocess.run([str(ROOT / ".ci" / "postgresql"), "stop", url], check=True)
         if args.model:
             loading_speed(args.model, Path(folder))
+            loading_memory(args.model, Path(folder), args.load_notes)
 
 
 if __name__ == "__main__":
