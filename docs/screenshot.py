@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from conftest import chromium_path  # noqa: E402
 from test_app import code_note, open_page, select_code, start_app, table_rows  # noqa: E402
-from test_worklist_app import client, log_in_page, login_file, worklist_rows  # noqa: E402
+from test_worklist_app import client, log_in_page, login_file  # noqa: E402
 
 from msmn.review.page import example_notes  # noqa: E402
 
@@ -88,7 +88,7 @@ def save_worklist_screenshots(model: str, folder: Path) -> None:
                 page = log_in_page(browser, url, "coder0")
                 page.click("#next-button")
                 page.wait_for_function("() => document.querySelectorAll('#codes .virtual-row').length > 0")
-                select_code(page, worklist_rows(page)[0][0])
+                select_code(page, table_rows(page)[0][0])
                 page.screenshot(path=str(folder / "worklist.png"), full_page=True)
                 coders = [threading.Thread(target=review_through_the_api, args=(url, coder, gold))
                           for coder in ("coder1", "coder2")]

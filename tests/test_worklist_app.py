@@ -12,7 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
-from test_app import start_app
+from test_app import start_app, table_rows
 
 from msmn.checkpoints import checkpoint_identity
 from msmn.worklist.database import open_worklist
@@ -194,11 +194,6 @@ def log_in_page(browser, url: str, user: str):
     return page
 
 
-def worklist_rows(page) -> list[list[str]]:
-    return page.eval_on_selector_all(
-        "#codes .virtual-row", "rows => rows.map(row => [...row.querySelectorAll('[role=gridcell]')].map(c => c.innerText.trim()))")
-
-
 def test_code_through_the_worklist_page(small_checkpoint, tmp_path):
     from test_app import add_code, chromium_path, message, select_code, wait_for_review
 
@@ -217,7 +212,7 @@ def test_code_through_the_worklist_page(small_checkpoint, tmp_path):
             page.click("#next-button")
             page.wait_for_function("() => document.querySelectorAll('#codes .virtual-row').length === 2")
             assert "note-0000" in page.inner_text("#status")
-            assert [row[0] for row in worklist_rows(page)] == ["I21.4", "E11.65"]
+            assert [row[0] for row in table_rows(page)] == ["I21.4", "E11.65"]
             select_code(page, "I21.4")
             page.click("#accept-button")
             wait_for_review(page, "I21.4", "accepted")

@@ -13,7 +13,8 @@ from typing import Any
 from modeling_msmn import ICDCodingPipeline
 from msmn.coding.notes import utf8_note
 from msmn.evidence_markup import EVIDENCE_STYLE, code_line, note_with_evidence
-from msmn.review.state import MAX_NOTE_CHARS, Review, check_note, code_search, suggestions, write_exports
+from msmn.review.state import MAX_NOTE_CHARS, CodeSearch, Review, check_note, code_search, suggestions
+from msmn.review.state import write_exports
 
 # CodiEsp test reports with several of the 50 most frequent codes, under 1,200 characters
 EXAMPLES = Path(__file__).parent / "examples.json"
@@ -102,9 +103,7 @@ class ReviewEvents:
         return self.show(review)
 
     def find(self, query):
-        matches = self.search(query)
-        return self.gr.Radio(choices=[(self.search.label(code), code) for code in matches],
-                             value=matches[0] if matches else None)
+        return matching_codes(self.gr, self.search, query)
 
     def add(self, code, review):
         if not review.note:
@@ -121,6 +120,12 @@ class ReviewEvents:
             return note, ""
         except ValueError as error:  # InputError too
             return self.gr.Textbox(), f"**{error}**"
+
+
+def matching_codes(gr, search: CodeSearch, query: str):
+    """The add-a-code box's choices for `query` (the first preselected), as a Radio update."""
+    matches = search(query)
+    return gr.Radio(choices=[(search.label(code), code) for code in matches], value=matches[0] if matches else None)
 
 
 @dataclasses.dataclass

@@ -9,7 +9,7 @@ import pandas as pd
 
 from modeling_msmn import ICDCodingPipeline
 from msmn.review.access import LoginGuard
-from msmn.review.page import TABLE_HEADERS, evidence_html
+from msmn.review.page import TABLE_HEADERS, evidence_html, matching_codes
 from msmn.review.state import Review, code_search
 from msmn.worklist.analytics import acceptance_report, most_often
 from msmn.worklist.store import ClaimedNote, Worklist
@@ -98,9 +98,7 @@ class WorklistEvents:
         return self.show(held)
 
     def find(self, query):
-        matches = self.search(query)
-        return self.gr.Radio(choices=[(self.search.label(code), code) for code in matches],
-                             value=matches[0] if matches else None)
+        return matching_codes(self.gr, self.search, query)
 
     def add(self, code, held: Held):
         if held.note is None or not code:
